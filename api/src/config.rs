@@ -1,0 +1,36 @@
+//! Settings of `runq-api`, from flags or environment variables.
+
+use std::time::Duration;
+
+use runq_shared::config::{Secret, StoreConfig, TelemetryConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiConfig {
+    /// Address to listen on (`host:port`; port 0 picks a free port, which is logged).
+    #[arg(long, env = "RUNQ_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// A management key the API makes sure exists in the `default` workspace at start-up.
+    #[arg(long, env = "RUNQ_ADMIN_KEY")]
+    pub admin_key: Option<Secret<String>>,
+
+    /// Largest accepted request body, in bytes (a 10,000-query batch fits in the default).
+    #[arg(long, env = "RUNQ_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long an authenticated key is trusted before Postgres is asked again, in milliseconds.
+    #[arg(long, env = "RUNQ_AUTH_CACHE_TTL_MS", default_value_t = 5000)]
+    pub auth_cache_ttl_ms: u64,
+
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl ApiConfig {
+    pub fn auth_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.auth_cache_ttl_ms)
+    }
+}

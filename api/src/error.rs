@@ -1,0 +1,190 @@
+//! The API's one error type and the envelope every error response carries.
+//!
+//! ```json
+//! {"status": "error", "message": "…", "error": {"code": "…", "message": "…", "details": {}}}
+//! ```
+//! Internal failures become an opaque 500; their detail is logged once, inside the request span
+//! (which carries the request id), and never sent to the client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Result alias for handlers.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Seconds a client should wait before retrying when a dependency is down.
+const RETRY_AFTER_UNAVAILABLE: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("Request body is too large")]
+    PayloadTooLarge,
+    #[error("Expected a request body with content-type: application/json")]
+    UnsupportedMediaType,
+    #[error("A dependency is unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error("Internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn route_not_found() -> Self {
+        Self::NotFound {
+            code: "not_found",
+            message: "No route matches this path".into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound { code, .. } | Self::Conflict { code, .. } => code,
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            Self::Invalid { field, reason } => json!({ "field": field, "reason": reason }),
+            _ => json!({}),
+        }
+    }
+}
+
+/// The body of every error response (documented in the OpenAPI spec).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Always `"error"`.
+    pub status: &'static str,
+    pub message: String,
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: &'static str,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Self::Internal(e) = &self {
+            tracing::error!(error = ?e, "request failed");
+        }
+        let message = match &self {
+            Self::Invalid { field, reason } => format!("Invalid {field}: {reason}"),
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            status: "error",
+            message: message.clone(),
+            error: ErrorDetail {
+                code: self.code(),
+                message,
+                details: self.details(),
+            },
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::Unavailable(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
+            );
+        }
+        response
+    }
+}
+
+impl From<runq_shared::Error> for Error {
+    fn from(e: runq_shared::Error) -> Self {
+        use runq_shared::Error as E;
+        match e {
+            E::Invalid { field, reason } => Self::Invalid { field, reason },
+            E::NotFound { code, what } => Self::NotFound {
+                code,
+                message: format!("{what} not found"),
+            },
+            E::OtherWorkspace { what } => {
+                Self::Forbidden(format!("{what} belongs to another workspace"))
+            }
+            E::Conflict { code, message } => Self::Conflict { code, message },
+            E::Database(e) => e.into(),
+            E::Redis(e) => e.into(),
+            e @ E::Crypto => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "postgres unavailable");
+                Self::Unavailable("postgres")
+            }
+            e => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+        {
+            tracing::warn!(error = %e, "redis unavailable");
+            Self::Unavailable("redis")
+        } else {
+            Self::Internal(e.into())
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Extractors whose rejections speak the error envelope: JSON bodies, query strings, paths and
+//! the authenticated caller.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use runq_shared::db::keys::KeyAuth;
+use runq_shared::domain::Scope;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::state::AppState;
+
+/// A JSON body; failures name the offending field (`details.field`).
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        if !is_json(req.headers()) {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::invalid("body", r.body_text())
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(Json).map_err(|e| {
+            let reason = e.inner().to_string();
+            if e.inner().is_syntax() || e.inner().is_eof() {
+                return Error::invalid("body", format!("malformed JSON: {reason}"));
+            }
+            invalid_at(&e.path().to_string(), reason)
+        })
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+/// Turns a serde failure at `path` into a field-level validation error; serde reports a missing
+/// field at its parent, so the field name is taken from the message.
+fn invalid_at(path: &str, reason: String) -> Error {
+    let missing = reason
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_owned);
+    let field = match (path, missing) {
+        (".", Some(name)) => name,
+        (path, Some(name)) => format!("{path}.{name}"),
+        (".", None) => "body".to_owned(),
+        (path, None) => path.to_owned(),
+    };
+    Error::invalid(field, reason)
+}
+
+/// A query string; failures name the offending parameter.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| invalid_at(&e.path().to_string(), e.inner().to_string()))
+    }
+}
+
+/// Path parameters, with rejections in the envelope.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|r| Error::invalid("path", r.body_text()))
+    }
+}
+
+/// The authenticated caller: any valid key of the workspace.
+#[derive(Debug, Clone)]
+pub struct Caller(pub KeyAuth);
+
+/// A caller holding the `manage` scope; other keys get 403.
+#[derive(Debug, Clone)]
+pub struct Manager(pub KeyAuth);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let presented =
+            presented_key(&parts.headers).ok_or(Error::Unauthorized("Missing API key"))?;
+        let auth = state.auth.authenticate(&state.db, presented).await?;
+        tracing::Span::current().record("workspace_id", tracing::field::display(auth.workspace_id));
+        Ok(Self(auth))
+    }
+}
+
+impl FromRequestParts<AppState> for Manager {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Caller(auth) = Caller::from_request_parts(parts, state).await?;
+        if !auth.has(Scope::Manage) {
+            return Err(Error::Forbidden(
+                "This API key lacks the 'manage' scope".into(),
+            ));
+        }
+        Ok(Self(auth))
+    }
+}
+
+/// The key from `x-api-key`, `Authorization: Bearer K` or `Authorization: K`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let raw = match headers.get("x-api-key") {
+        Some(v) => v.to_str().ok()?,
+        None => {
+            let v = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
+            match v.split_once(' ') {
+                Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") => key,
+                _ => v,
+            }
+        }
+    };
+    let raw = raw.trim();
+    (!raw.is_empty()).then_some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn keys_are_read_from_all_three_header_forms() {
+        assert_eq!(presented_key(&headers("x-api-key", "rq_a")), Some("rq_a"));
+        assert_eq!(
+            presented_key(&headers("authorization", "Bearer rq_b")),
+            Some("rq_b")
+        );
+        assert_eq!(
+            presented_key(&headers("authorization", "rq_c")),
+            Some("rq_c")
+        );
+        assert_eq!(presented_key(&headers("authorization", "  ")), None);
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_missing_field_is_named_in_the_error() {
+        match invalid_at(".", "missing field `name`".into()) {
+            Error::Invalid { field, .. } => assert_eq!(field, "name"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

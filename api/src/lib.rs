@@ -1,0 +1,103 @@
+//! `runq-api`: the HTTP face of runq.
+//!
+//! Handlers extract, call into `runq_shared`, and map the result; they hold no domain rules. The
+//! binary only parses settings and calls [`Application::build`] then
+//! [`Application::run_until_stopped`]; tests drive the same path.
+//!
+//! # Layout
+//! - [`config`] — settings (flags and environment).
+//! - [`state`] — [`state::AppState`], the handles every handler shares.
+//! - [`auth`] — key authentication with a short-lived cache.
+//! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
+//! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
+//! - [`routes`] — one module per resource, each with its own `router()`; the OpenAPI document is
+//!   generated from them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use runq_shared::broker::Broker;
+use runq_shared::crypto::ApiKey;
+use runq_shared::db;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+use crate::config::ApiConfig;
+use crate::state::AppState;
+
+/// The workspace that holds `RUNQ_ADMIN_KEY`.
+pub const ADMIN_WORKSPACE: &str = "default";
+
+/// A bound, ready-to-serve API.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps the admin key and binds the listener.
+    pub async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        let state = connect(&config).await?;
+        if let Some(admin) = &config.admin_key {
+            let key = ApiKey::parse(admin.expose()).context("RUNQ_ADMIN_KEY")?;
+            db::workspaces::ensure_admin_key(&state.db, ADMIN_WORKSPACE, &key)
+                .await
+                .context("bootstrapping RUNQ_ADMIN_KEY")?;
+        }
+        let router = routes::router(state, config.max_body_bytes);
+        let listener = TcpListener::bind(&config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains open connections.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
+async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
+    let db = db::pool(&config.store).context("DATABASE_URL")?;
+    db::migrate(&db).await.context("applying migrations")?;
+    let broker = Broker::connect(&config.store).context("REDIS_URL")?;
+    Ok(AppState {
+        db,
+        broker,
+        master_key: config.store.master_key.expose().clone(),
+        auth: Arc::new(auth::AuthCache::new(config.auth_cache_ttl())),
+    })
+}
+
+/// `runq-api bootstrap`: creates a workspace and mints its first management key, returned once.
+pub async fn bootstrap(config: &ApiConfig, workspace: &str) -> anyhow::Result<serde_json::Value> {
+    let state = connect(config).await?;
+    let name = runq_shared::domain::name("workspace", workspace)?;
+    let ws = db::workspaces::create(&state.db, &name).await?;
+    let scopes = [
+        runq_shared::domain::Scope::Manage,
+        runq_shared::domain::Scope::Run,
+    ];
+    let (record, key) = db::keys::create(&state.db, ws.id, "bootstrap", &scopes).await?;
+    Ok(serde_json::json!({
+        "workspace_id": ws.id,
+        "workspace": ws.name,
+        "key_id": record.id,
+        "key": key.expose(),
+        "scopes": record.scopes,
+    }))
+}

@@ -1,0 +1,51 @@
+//! `runq-api`: parse settings, start telemetry, serve until SIGINT/SIGTERM.
+
+use clap::{Parser, Subcommand};
+use runq_api::Application;
+use runq_api::config::ApiConfig;
+use runq_shared::{shutdown, telemetry};
+
+#[derive(Parser)]
+#[command(name = "runq-api", version, about = "The runq HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: ApiConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Create a workspace and print its first management key, once, as JSON.
+    Bootstrap {
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("runq-api", &cli.config.telemetry)?;
+    telemetry::install_crypto_provider();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(cli.config).await?;
+            tracing::info!(addr = %app.local_addr()?, version = runq_shared::VERSION, "listening");
+            app.run_until_stopped(shutdown::on_signal()).await?;
+        }
+        Command::Bootstrap { workspace } => {
+            let created = runq_api::bootstrap(&cli.config, &workspace).await?;
+            println!("{created}");
+        }
+        Command::Migrate => {
+            let db = runq_shared::db::pool(&cli.config.store)?;
+            runq_shared::db::migrate(&db).await?;
+        }
+    }
+    Ok(())
+}

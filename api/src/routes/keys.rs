@@ -1,0 +1,90 @@
+//! API keys: minted (shown once), listed, revoked.
+
+use axum::Json as JsonResponse;
+use axum::extract::State;
+use axum::http::StatusCode;
+use runq_shared::db::keys::{self, ApiKeyRecord};
+use runq_shared::domain::{self, Scope};
+use runq_shared::id::KeyId;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{List, PageQuery};
+use crate::error::{Error, ErrorBody, Result};
+use crate::extract::{Json, Manager, Path, Query};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CreateKey {
+    name: String,
+    /// `run` (start runs, read results) and/or `manage`; defaults to `["run"]`.
+    #[serde(default)]
+    scopes: Option<Vec<Scope>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    record: ApiKeyRecord,
+    /// The key itself. It is shown this once and cannot be recovered.
+    key: String,
+}
+
+/// Mints a key in the caller's workspace.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = [])), request_body = CreateKey,
+    responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    Manager(auth): Manager,
+    Json(body): Json<CreateKey>,
+) -> Result<(StatusCode, JsonResponse<CreatedKey>)> {
+    let name = domain::name("name", &body.name)?;
+    let scopes = body.scopes.unwrap_or_else(|| vec![Scope::Run]);
+    if scopes.is_empty() {
+        return Err(Error::invalid("scopes", "must name at least one scope"));
+    }
+    let (record, key) = keys::create(&state.db, auth.workspace_id, &name, &scopes).await?;
+    let key = key.expose().to_owned();
+    Ok((
+        StatusCode::CREATED,
+        JsonResponse(CreatedKey { record, key }),
+    ))
+}
+
+/// Lists the workspace's keys (prefixes only, never secrets).
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = [])), params(PageQuery),
+    responses((status = 200, body = List<ApiKeyRecord>), (status = 403, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    Manager(auth): Manager,
+    Query(query): Query<PageQuery>,
+) -> Result<JsonResponse<List<ApiKeyRecord>>> {
+    let page = query.page()?;
+    Ok(List::new(
+        page,
+        keys::list(&state.db, auth.workspace_id, page).await?,
+    ))
+}
+
+/// Revokes a key; it stops authenticating at once on this replica, within seconds on others.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Key id (`key_…`)")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke(
+    State(state): State<AppState>,
+    Manager(auth): Manager,
+    Path(id): Path<KeyId>,
+) -> Result<StatusCode> {
+    let hash = keys::revoke(&state.db, auth.workspace_id, id)
+        .await?
+        .ok_or_else(|| Error::from(runq_shared::Error::key_not_found()))?;
+    state.auth.evict(&hash);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,151 @@
+//! The HTTP surface: one module per resource, merged here with the middleware stack, the
+//! OpenAPI document (`/openapi.json`) and its offline viewer (`/docs`).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
+use axum::response::{IntoResponse, Response};
+use runq_shared::db::Paged;
+use runq_shared::domain::Page;
+use serde::{Deserialize, Serialize};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+pub mod agents;
+pub mod health;
+pub mod keys;
+pub mod providers;
+pub mod tools;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "runq", description = "Durable job queue for LLM agents."),
+    modifiers(&ApiKeyAuth),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole router: resources, docs, fallbacks and middleware.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(keys::router())
+        .merge(providers::router())
+        .merge(agents::router())
+        .merge(tools::router())
+        .split_for_parts();
+
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { Error::route_not_found() })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| panicked()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn panicked() -> Response {
+    Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        workspace_id = tracing::field::Empty,
+    )
+}
+
+/// Request ids are UUIDv7, so they sort by time in logs.
+#[derive(Clone, Copy)]
+struct MakeRequestUuid;
+
+impl MakeRequestId for MakeRequestUuid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Some(RequestId::new(id.parse().ok()?))
+    }
+}
+
+/// `?page=&limit=` of every listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// 1-based page number (default 1).
+    pub page: Option<u32>,
+    /// Items per page, 1-100 (default 20).
+    pub limit: Option<u32>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> Result<Page> {
+        Ok(Page::new(self.page, self.limit)?)
+    }
+}
+
+/// A page of a listing: `{data, pagination}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: i64,
+    pub pages: i64,
+}
+
+impl<T> List<T> {
+    pub fn new(page: Page, paged: Paged<T>) -> axum::Json<Self> {
+        let limit = i64::from(page.limit);
+        axum::Json(Self {
+            data: paged.items,
+            pagination: Pagination {
+                page: page.page,
+                limit: page.limit,
+                total: paged.total,
+                pages: (paged.total + limit - 1) / limit,
+            },
+        })
+    }
+}
+
+/// How long `/health` and `/ready` wait for each dependency.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);

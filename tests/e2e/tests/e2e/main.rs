@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `runq-api` binary against real Postgres and Redis.
+//! One test binary; each test starts its own API process with its own database.
+
+mod auth;
+mod errors;
+mod management;
+mod ops;
