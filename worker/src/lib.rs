@@ -1,0 +1,2 @@
+//! runq worker (skeleton).
+pub mod provider;
