@@ -123,7 +123,10 @@ create table runs (
     max_attempts         integer not null default 3,
     lease_owner          text,
     lease_expires_at     timestamptz,
-    -- rendered conversation sent to the provider for this run (version messages + thread history + input)
+    -- rendered system prompt and version messages; the thread's history goes between these and
+    -- `input` when the run starts, so it is read only once earlier runs of the thread finished
+    prelude              jsonb not null default '[]',
+    -- the new turn: what the client sent
     input                jsonb not null,
     parameters           jsonb not null default '{}',
     metadata             jsonb not null default '{}',
@@ -137,6 +140,10 @@ create table runs (
     cancel_on_disconnect boolean not null default false,
     deadline_at          timestamptz,
     created_at           timestamptz not null default now(),
+    -- last time a job for this run was pushed; the reconciler re-pushes runs queued long after it
+    enqueued_at          timestamptz not null default now(),
+    -- microseconds from the job's push to the worker taking it (last attempt)
+    queue_wait_us        bigint,
     started_at           timestamptz,
     first_token_at       timestamptz,
     finished_at          timestamptz,

@@ -38,6 +38,21 @@ impl Broker {
         })
     }
 
+    /// A connection of its own for blocking commands (`BLMPOP`), which would stall every other
+    /// command queued behind them on a shared connection. It has no response timeout: the
+    /// blocking command carries its own.
+    pub fn dedicated(config: &StoreConfig) -> redis::RedisResult<ConnectionManager> {
+        let client = redis::Client::open(config.redis_url.expose().as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.dependency_timeout()))
+            .set_response_timeout(None);
+        ConnectionManager::new_lazy_with_config(client, manager_config)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `{prefix}:{suffix}`.
     pub fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.prefix)

@@ -58,6 +58,36 @@ pub fn name(field: &str, raw: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
+/// A thread id: client-chosen (`thr_docs_example`) or generated (`thr_<uuid>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ThreadId(String);
+
+impl ThreadId {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        let ok = (1..=128).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(Error::invalid(
+                field,
+                "must be 1-128 letters, digits, '_', '-', '.' or ':'",
+            ))
+        }
+    }
+
+    /// A fresh thread id.
+    pub fn generate() -> Self {
+        Self(format!("thr_{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// How a client names an agent: by id (`agt_…`) or by slug.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentRef {

@@ -6,22 +6,32 @@
 //!
 //! # Layout
 //! - [`id`] — prefixed wire ids (`run_…`, `agt_…`) over UUIDv7.
+//! - [`admission`] — from a run request to recorded runs: resolve, render, record.
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
+//! - [`chat`] — the provider-neutral conversation (messages, tool calls, usage).
 //! - [`config`] — the typed settings tree shared by both binaries (clap, env).
 //! - [`crypto`] — API key minting and hashing, AES-GCM sealing of provider secrets.
 //! - [`db`] — connection set-up, migrations and the queries, one module per table family.
 //! - [`domain`] — validated inputs (`Slug`, `Scope`, `Page`) and the built-in tool catalogue.
+//! - [`events`] — the UI message stream parts and the per-run event log (Redis stream + pub/sub).
+//! - [`queue`] — jobs, pushed to a Redis list and popped with a blocking pop.
+//! - [`render`] — `{{variable}}` templates.
 //! - [`error`] — [`Error`], the one error type of this crate.
 //! - [`shutdown`] — SIGINT/SIGTERM as a cancellation token.
 //! - [`telemetry`] — tracing subscriber set-up with optional OTLP export.
 
+pub mod admission;
 pub mod broker;
+pub mod chat;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod id;
+pub mod queue;
+pub mod render;
 pub mod shutdown;
 pub mod telemetry;
 

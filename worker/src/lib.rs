@@ -1,2 +1,144 @@
-//! runq worker (skeleton).
+//! `runq-worker`: takes runs off the queue and executes them.
+//!
+//! A worker pops jobs with a blocking pop (so it wakes the moment a job is pushed), claims each
+//! run in Postgres, streams the provider, runs tool steps, publishes every event, and records
+//! the outcome. Beside the consumer it renews its leases and reconciles lost work.
+//!
+//! # Layout
+//! - [`config`] — settings (flags and environment).
+//! - [`execute`] — one run, from claim to recorded outcome.
+//! - [`emit`] — event numbering and batched publishing.
+//! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
+//! - [`tools`] — the built-in tools.
+//! - [`reconcile`] — lease renewal and the reconciler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::ConnectionManager;
+use runq_shared::broker::Broker;
+use runq_shared::queue;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub mod config;
+pub mod emit;
+pub mod execute;
 pub mod provider;
+pub mod reconcile;
+pub mod tools;
+
+use crate::config::WorkerConfig;
+use crate::execute::Ctx;
+
+/// Most jobs taken in one pop.
+const POP_BATCH: usize = 64;
+/// How long one blocking pop waits before looking at the shutdown token again, in seconds.
+const POP_TIMEOUT_SECS: f64 = 1.0;
+
+pub struct Worker {
+    ctx: Arc<Ctx>,
+    queue_conn: ConnectionManager,
+    concurrency: usize,
+    reconcile_interval: Duration,
+    requeue_after: Duration,
+}
+
+impl Worker {
+    /// Connects and migrates (a worker may start before any API).
+    pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        let db = runq_shared::db::pool(&config.store).context("DATABASE_URL")?;
+        runq_shared::db::migrate(&db)
+            .await
+            .context("applying migrations")?;
+        let broker = Broker::connect(&config.store).context("REDIS_URL")?;
+        let queue_conn = Broker::dedicated(&config.store).context("REDIS_URL")?;
+        let http = reqwest::Client::builder()
+            .read_timeout(Duration::from_millis(config.provider_idle_timeout_ms))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(config.concurrency)
+            .build()
+            .context("building the HTTP client")?;
+        let worker_id = config
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &uuid_suffix()));
+        Ok(Self {
+            ctx: Arc::new(Ctx {
+                db,
+                broker,
+                master_key: config.store.master_key.expose().clone(),
+                http,
+                worker_id,
+                lease: config.lease(),
+            }),
+            queue_conn,
+            concurrency: config.concurrency.max(1),
+            reconcile_interval: config.reconcile_interval(),
+            requeue_after: config.requeue_after(),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.ctx.worker_id
+    }
+
+    /// Consumes jobs until `shutdown`, then waits for in-flight runs to finish.
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let background = CancellationToken::new();
+        tokio::spawn(reconcile::keep_leases(self.ctx.clone(), background.clone()));
+        tokio::spawn(reconcile::reconcile(
+            self.ctx.clone(),
+            self.reconcile_interval,
+            self.requeue_after,
+            background.clone(),
+        ));
+
+        let key = queue::key(self.ctx.broker.prefix());
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut running = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            // wait for a free slot before taking work, so jobs stay in Redis for other workers
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit?,
+                _ = shutdown.cancelled() => break,
+            };
+            let room = (slots.available_permits() + 1).min(POP_BATCH);
+            let jobs = match queue::pop(&mut self.queue_conn, &key, room, POP_TIMEOUT_SECS).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue pop failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut permits = std::iter::once(first).chain(std::iter::from_fn(|| {
+                slots.clone().try_acquire_owned().ok()
+            }));
+            for job in jobs {
+                let permit = permits
+                    .next()
+                    .expect("a slot was counted for every popped job");
+                let ctx = self.ctx.clone();
+                running.spawn(async move {
+                    if let Err(e) = execute::handle(ctx, job).await {
+                        tracing::error!(error = ?e, "run execution failed; the reconciler will retry it");
+                    }
+                    drop(permit);
+                });
+            }
+            while running.try_join_next().is_some() {}
+        }
+        tracing::info!(in_flight = running.len(), "draining in-flight runs");
+        while running.join_next().await.is_some() {}
+        background.cancel();
+        Ok(())
+    }
+}
+
+fn uuid_suffix() -> String {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    id[id.len() - 8..].to_owned()
+}

@@ -1,1 +1,27 @@
-fn main() {}
+//! `runq-worker`: parse settings, start telemetry, consume runs until SIGINT/SIGTERM.
+
+use clap::Parser;
+use runq_shared::{shutdown, telemetry};
+use runq_worker::Worker;
+use runq_worker::config::WorkerConfig;
+
+#[derive(Parser)]
+#[command(name = "runq-worker", version, about = "The runq worker")]
+struct Cli {
+    #[command(flatten)]
+    config: WorkerConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _telemetry = telemetry::init("runq-worker", &cli.config.telemetry)?;
+    telemetry::install_crypto_provider();
+    let worker = Worker::build(cli.config).await?;
+    tracing::info!(
+        worker_id = worker.id(),
+        version = runq_shared::VERSION,
+        "worker started"
+    );
+    worker.run_until_stopped(shutdown::on_signal()).await
+}

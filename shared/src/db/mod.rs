@@ -12,7 +12,10 @@ use crate::config::StoreConfig;
 
 pub mod agents;
 pub mod keys;
+pub mod operations;
 pub mod providers;
+pub mod runs;
+pub mod threads;
 pub mod versions;
 pub mod workspaces;
 

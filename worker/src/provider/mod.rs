@@ -38,6 +38,9 @@ use serde_json::{Map, Value};
 pub mod anthropic;
 pub mod openai;
 
+pub use runq_shared::chat::{ChatMessage, Role, ToolCall, Usage};
+pub use runq_shared::domain::ProviderKind;
+
 /// Error text for a stream that stopped before the provider signalled completion.
 const INCOMPLETE: &str = "stream ended before completion";
 
@@ -48,17 +51,6 @@ const MAX_MESSAGE_CHARS: usize = 500;
 /// Enough to find the `message` field of any JSON error body without letting a
 /// misbehaving server make us buffer megabytes.
 const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
-
-/// Which wire protocol a provider speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ProviderKind {
-    /// OpenAI chat completions, including OpenAI-compatible servers.
-    #[serde(rename = "openai")]
-    OpenAi,
-    /// Anthropic messages API.
-    #[serde(rename = "anthropic")]
-    Anthropic,
-}
 
 /// Where and how to reach a provider.
 #[derive(Clone)]
@@ -78,84 +70,6 @@ impl fmt::Debug for ProviderConfig {
             .field("api_key", &"<redacted>")
             .finish()
     }
-}
-
-/// Author of a [`ChatMessage`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-    Tool,
-}
-
-/// One conversation turn in provider-neutral form.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: Role,
-    #[serde(default)]
-    pub content: String,
-    /// Calls requested by an assistant turn.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
-    /// For [`Role::Tool`] turns: the [`ToolCall::id`] this result answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
-
-impl ChatMessage {
-    fn plain(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
-    }
-
-    pub fn system(content: impl Into<String>) -> Self {
-        Self::plain(Role::System, content)
-    }
-
-    pub fn user(content: impl Into<String>) -> Self {
-        Self::plain(Role::User, content)
-    }
-
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Self::plain(Role::Assistant, content)
-    }
-
-    /// An assistant turn that requested tool calls (`content` may be empty).
-    pub fn assistant_with_tool_calls(
-        content: impl Into<String>,
-        tool_calls: Vec<ToolCall>,
-    ) -> Self {
-        Self {
-            tool_calls,
-            ..Self::plain(Role::Assistant, content)
-        }
-    }
-
-    /// The result of running the tool call `tool_call_id`.
-    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            tool_call_id: Some(tool_call_id.into()),
-            ..Self::plain(Role::Tool, content)
-        }
-    }
-}
-
-/// A tool invocation requested by the model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// Parsed arguments. If the model produced text that is not valid JSON (typically
-    /// because it was cut off by the token limit) this holds that raw text as a JSON
-    /// string, so the agent loop can report the problem back to the model instead of
-    /// failing the whole run.
-    pub arguments: Value,
 }
 
 /// A tool the model may call.
@@ -180,14 +94,6 @@ pub struct ChatRequest {
     /// ignored here so a stored job cannot break the protocol.
     #[serde(default)]
     pub parameters: Map<String, Value>,
-}
-
-/// Token accounting for one call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Usage {
-    /// All prompt tokens, including ones served from a prompt cache.
-    pub input_tokens: u64,
-    pub output_tokens: u64,
 }
 
 /// Why the model stopped.
@@ -409,8 +315,8 @@ impl Provider {
         let builder = match self.config.kind {
             // Local OpenAI-compatible servers often run without a key; an empty bearer
             // token makes some of them reject the request.
-            ProviderKind::OpenAi if key.is_empty() => builder.json(&openai::build_body(request)),
-            ProviderKind::OpenAi => builder
+            ProviderKind::Openai if key.is_empty() => builder.json(&openai::build_body(request)),
+            ProviderKind::Openai => builder
                 .header(AUTHORIZATION, secret_header(&format!("Bearer {key}"))?)
                 .json(&openai::build_body(request)),
             ProviderKind::Anthropic => builder
@@ -438,7 +344,7 @@ impl Provider {
         }
 
         let decoder = match self.config.kind {
-            ProviderKind::OpenAi => Decoder::OpenAi(openai::Decoder::default()),
+            ProviderKind::Openai => Decoder::OpenAi(openai::Decoder::default()),
             ProviderKind::Anthropic => Decoder::Anthropic(anthropic::Decoder::default()),
         };
         Ok(ProviderStream::new(response.bytes_stream(), decoder))
@@ -470,7 +376,7 @@ fn send_error(err: reqwest::Error) -> ProviderError {
 fn endpoint(config: &ProviderConfig) -> String {
     let base = config.base_url.trim_end_matches('/');
     match config.kind {
-        ProviderKind::OpenAi => format!("{base}/chat/completions"),
+        ProviderKind::Openai => format!("{base}/chat/completions"),
         ProviderKind::Anthropic => format!("{base}/messages"),
     }
 }
@@ -917,7 +823,7 @@ mod tests {
             api_key: "k".into(),
         };
         assert_eq!(
-            endpoint(&config(ProviderKind::OpenAi, "https://api.openai.com/v1/")),
+            endpoint(&config(ProviderKind::Openai, "https://api.openai.com/v1/")),
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(
@@ -940,7 +846,7 @@ mod tests {
     #[test]
     fn config_debug_redacts_key() {
         let config = ProviderConfig {
-            kind: ProviderKind::OpenAi,
+            kind: ProviderKind::Openai,
             base_url: "http://x".into(),
             api_key: "sk-secret".into(),
         };

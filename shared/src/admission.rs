@@ -1,0 +1,168 @@
+//! Admission: from a client's run request to recorded, ready-to-enqueue runs.
+//!
+//! Resolves the agent and its deployed version in the caller's workspace, renders the version's
+//! prompts with the request's variables, and records the runs (and their threads and operation)
+//! in one transaction. Pushing the jobs is left to the caller, so it can subscribe to a run's
+//! events before the run can start.
+
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::chat::ChatMessage;
+use crate::db::agents::{self, Agent};
+use crate::db::operations;
+use crate::db::runs::{self, NewRun};
+use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
+use crate::id::{OperationId, RunId, VersionId, WorkspaceId};
+use crate::queue::Job;
+use crate::render::render;
+use crate::{Error, Result};
+
+/// An agent that can take runs: not archived, with a deployed version on an existing provider.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub agent: Agent,
+    pub version: VersionId,
+    system_prompt: Option<String>,
+    messages: Vec<PromptMessage>,
+}
+
+/// One run as the client asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct RunInput {
+    pub variables: Map<String, Value>,
+    /// The new turn (at least one message).
+    pub turn: Vec<ChatMessage>,
+    /// Overrides of the version's provider parameters.
+    pub parameters: Map<String, Value>,
+    pub thread: Option<ThreadId>,
+    pub metadata: Value,
+    pub cancel_on_disconnect: bool,
+}
+
+/// Finds the agent and its deployed version.
+pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> Result<Target> {
+    let agent = agents::get(db, workspace, agent).await?;
+    if agent.archived {
+        return Err(Error::agent_not_found());
+    }
+    let Some(version) = agent.deployed_version_id else {
+        return Err(Error::NotFound {
+            code: "agent_not_deployed",
+            what: "Deployed version",
+        });
+    };
+    let row: Option<(Option<String>, Json<Vec<PromptMessage>>, bool)> = sqlx::query_as(
+        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id)
+         from agent_versions v where v.id = $1",
+    )
+    .bind(version)
+    .fetch_optional(db)
+    .await?;
+    let (system_prompt, messages, has_provider) = row.ok_or(Error::NotFound {
+        code: "agent_not_deployed",
+        what: "Deployed version",
+    })?;
+    if !has_provider {
+        return Err(Error::provider_not_found());
+    }
+    Ok(Target {
+        agent,
+        version,
+        system_prompt,
+        messages: messages.0,
+    })
+}
+
+impl Target {
+    /// Renders the version's prompts for `input` and builds the run to record.
+    pub fn prepare(&self, input: RunInput) -> Result<NewRun> {
+        if input.turn.is_empty() {
+            return Err(Error::invalid(
+                "prompt",
+                "a run needs a prompt, query, input or messages",
+            ));
+        }
+        let mut prelude = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(system) = &self.system_prompt {
+            prelude.push(ChatMessage::system(render(system, &input.variables)?));
+        }
+        for message in &self.messages {
+            let content = render(&message.content, &input.variables)?;
+            prelude.push(match message.role {
+                PromptRole::System => ChatMessage::system(content),
+                PromptRole::User => ChatMessage::user(content),
+                PromptRole::Assistant => ChatMessage::assistant(content),
+            });
+        }
+        Ok(NewRun {
+            id: RunId::new(),
+            thread_id: input
+                .thread
+                .unwrap_or_else(ThreadId::generate)
+                .as_str()
+                .to_owned(),
+            prelude,
+            input: input.turn,
+            parameters: input.parameters,
+            metadata: input.metadata,
+            cancel_on_disconnect: input.cancel_on_disconnect,
+        })
+    }
+}
+
+/// How the client will collect the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collect {
+    /// Streamed or waited for: no operation unless the wait runs out.
+    Direct,
+    /// `async: true`: one operation for the one run.
+    Async,
+    /// `batch: [...]`: one operation for all the runs.
+    Batch,
+}
+
+/// What was recorded.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub runs: Vec<NewRun>,
+    pub operation: Option<OperationId>,
+}
+
+impl Admitted {
+    /// The jobs that start the runs.
+    pub fn jobs(&self, workspace: WorkspaceId) -> Vec<Job> {
+        self.runs
+            .iter()
+            .map(|run| Job::new(run.id, workspace))
+            .collect()
+    }
+}
+
+/// Records the runs (with their threads and operation) in one transaction.
+pub async fn record(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    target: &Target,
+    runs: Vec<NewRun>,
+    collect: Collect,
+) -> Result<Admitted> {
+    let mut tx = db.begin().await?;
+    let operation = match collect {
+        Collect::Direct => None,
+        Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
+        Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
+    };
+    runs::insert_many(
+        &mut tx,
+        workspace,
+        target.agent.id,
+        target.version,
+        operation,
+        &runs,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Admitted { runs, operation })
+}

@@ -1,0 +1,123 @@
+//! Operations: what a client polls for an async run or a batch. Progress is counted from the
+//! runs themselves, so finishing a run never contends on a shared counter row.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+
+use crate::id::{OperationId, RunId, WorkspaceId};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Operation {
+    pub id: OperationId,
+    pub kind: String,
+    pub total: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Counts of an operation's runs by outcome.
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Progress {
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub running: i64,
+    pub queued: i64,
+}
+
+impl Progress {
+    /// Operation status (seed 001 wording): `pending | running | succeeded | failed`.
+    pub fn status(&self) -> &'static str {
+        if self.completed + self.failed >= self.total {
+            if self.failed == self.total && self.total > 0 {
+                "failed"
+            } else {
+                "succeeded"
+            }
+        } else if self.running + self.completed + self.failed > 0 {
+            "running"
+        } else {
+            "pending"
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.completed + self.failed >= self.total
+    }
+}
+
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    workspace: WorkspaceId,
+    kind: &str,
+    total: usize,
+) -> Result<OperationId> {
+    let id = OperationId::new();
+    sqlx::query("insert into operations (id, workspace_id, kind, total) values ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(workspace)
+        .bind(kind)
+        .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+/// Gives a run an operation to be polled by (a sync call that outlived its wait), once.
+pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<OperationId> {
+    let mut tx = db.begin().await?;
+    let (existing,): (Option<OperationId>,) = sqlx::query_as(
+        "select operation_id from runs where id = $1 and workspace_id = $2 for update",
+    )
+    .bind(run)
+    .bind(workspace)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound {
+        code: "run_not_found",
+        what: "Run",
+    })?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let id = create(&mut *tx, workspace, "run", 1).await?;
+    sqlx::query("update runs set operation_id = $2, item_index = 0 where id = $1")
+        .bind(run)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub async fn get(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    id: OperationId,
+) -> Result<(Operation, Progress)> {
+    let operation: Operation = sqlx::query_as(
+        "select id, kind, total, created_at from operations where id = $1 and workspace_id = $2",
+    )
+    .bind(id)
+    .bind(workspace)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::NotFound {
+        code: "operation_not_found",
+        what: "Operation",
+    })?;
+    let progress = sqlx::query_as(
+        "select $2::bigint as total,
+                count(*) filter (where status = 'completed') as completed,
+                count(*) filter (where status in ('failed', 'cancelled', 'timed_out')) as failed,
+                count(*) filter (where status = 'running') as running,
+                count(*) filter (where status = 'queued') as queued
+         from runs where operation_id = $1",
+    )
+    .bind(id)
+    .bind(i64::from(operation.total))
+    .fetch_one(db)
+    .await?;
+    Ok((operation, progress))
+}

@@ -1,0 +1,395 @@
+//! Runs: recorded by the API, claimed and finished by workers. Every state change is a
+//! conditional update, so a duplicate job or a worker that lost its lease changes nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+
+use crate::chat::{ChatMessage, Usage};
+use crate::db::{Paged, threads};
+use crate::domain::Page;
+use crate::id::{AgentId, OperationId, RunId, VersionId, WorkspaceId};
+use crate::{Error, Result};
+
+/// Run statuses. `queued → running → completed | failed | cancelled | timed_out`.
+pub mod status {
+    pub const QUEUED: &str = "queued";
+    pub const RUNNING: &str = "running";
+    pub const COMPLETED: &str = "completed";
+    pub const FAILED: &str = "failed";
+    pub const CANCELLED: &str = "cancelled";
+    pub const TIMED_OUT: &str = "timed_out";
+
+    pub fn is_terminal(status: &str) -> bool {
+        !matches!(status, QUEUED | RUNNING)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub agent_id: AgentId,
+    pub version_id: VersionId,
+    pub thread_id: String,
+    pub operation_id: Option<OperationId>,
+    pub item_index: Option<i32>,
+    pub status: String,
+    pub attempt: i32,
+    pub input: Json<Vec<ChatMessage>>,
+    pub output: Option<String>,
+    pub usage: Option<Json<Usage>>,
+    pub error: Option<Json<Value>>,
+    pub metadata: Json<Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub first_token_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl RunRecord {
+    pub fn is_terminal(&self) -> bool {
+        status::is_terminal(&self.status)
+    }
+
+    /// Wall time from start to finish, in milliseconds.
+    pub fn execution_time_ms(&self) -> Option<i64> {
+        Some((self.finished_at? - self.started_at?).num_milliseconds())
+    }
+}
+
+macro_rules! record_columns {
+    () => {
+        "id, workspace_id, agent_id, version_id, thread_id, operation_id, item_index, status, attempt, input,
+         output, usage, error, metadata, created_at, started_at, first_token_at, finished_at"
+    };
+}
+
+/// A run ready to be recorded (built by [`crate::admission`]).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: RunId,
+    pub thread_id: String,
+    pub prelude: Vec<ChatMessage>,
+    pub input: Vec<ChatMessage>,
+    pub parameters: Map<String, Value>,
+    pub metadata: Value,
+    pub cancel_on_disconnect: bool,
+}
+
+/// Inserts runs of one agent version in one statement (a 10,000-item batch is one round trip).
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    workspace: WorkspaceId,
+    agent: AgentId,
+    version: VersionId,
+    operation: Option<OperationId>,
+    runs: &[NewRun],
+) -> Result<()> {
+    let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
+    let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
+    let indexes: Vec<Option<i32>> = (0..runs.len())
+        .map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX)))
+        .collect();
+    let preludes: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.prelude)).collect();
+    let inputs: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.input)).collect();
+    let parameters: Vec<Json<&Map<String, Value>>> =
+        runs.iter().map(|r| Json(&r.parameters)).collect();
+    let metadata: Vec<Json<&Value>> = runs.iter().map(|r| Json(&r.metadata)).collect();
+    let cancel: Vec<bool> = runs.iter().map(|r| r.cancel_on_disconnect).collect();
+
+    let mut unique_threads = threads.clone();
+    unique_threads.sort_unstable();
+    unique_threads.dedup();
+    threads::ensure(&mut **tx, workspace, &unique_threads).await?;
+
+    sqlx::query(
+        "insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
+                           prelude, input, parameters, metadata, cancel_on_disconnect)
+         select r.id, $1, $2, $3, $4, r.thread_id, r.item_index, r.prelude, r.input, r.parameters, r.metadata, r.cancel
+         from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::bool[])
+              as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel)",
+    )
+    .bind(workspace)
+    .bind(agent)
+    .bind(version)
+    .bind(operation)
+    .bind(&ids)
+    .bind(&threads)
+    .bind(&indexes)
+    .bind(&preludes)
+    .bind(&inputs)
+    .bind(&parameters)
+    .bind(&metadata)
+    .bind(&cancel)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What a worker needs to execute a claimed run, read in the same round trip as the claim.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub thread_id: String,
+    pub attempt: i32,
+    pub prelude: Json<Vec<ChatMessage>>,
+    pub input: Json<Vec<ChatMessage>>,
+    pub history: Json<Vec<ChatMessage>>,
+    pub parameters: Json<Map<String, Value>>,
+    pub version_parameters: Json<Map<String, Value>>,
+    pub model: String,
+    pub tools: Vec<String>,
+    pub max_steps: i32,
+    pub provider_kind: String,
+    pub base_url: String,
+    pub api_key_sealed: Option<Vec<u8>>,
+}
+
+/// Takes a queued run for `owner` (attempt + 1, lease until now + `lease`). Returns `None` when
+/// the run is not queued (a duplicate job) or an earlier run of its thread has not finished (it
+/// is started when that one finishes).
+pub async fn claim(
+    db: &PgPool,
+    run: RunId,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
+    Ok(sqlx::query_as(
+        "with claimed as (
+             update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
+                    lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now())
+             where id = $1 and status = 'queued'
+               and not exists (
+                   select 1 from runs earlier
+                   where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
+                     and earlier.status in ('queued', 'running')
+                     and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
+             returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters)
+         select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters,
+                coalesce((select jsonb_agg(m.content order by m.id) from messages m
+                          where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
+                v.parameters as version_parameters, v.model, v.tools, v.max_steps,
+                p.kind as provider_kind, p.base_url, p.api_key_sealed
+         from claimed c
+         join agent_versions v on v.id = c.version_id
+         join providers p on p.id = v.provider_id",
+    )
+    .bind(run)
+    .bind(owner)
+    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The end of an attempt, as the worker saw it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub status: &'static str,
+    pub output: Option<String>,
+    /// The provider-facing conversation of this attempt, for the run object.
+    pub transcript: Vec<ChatMessage>,
+    /// What the thread keeps: the new turn and the model's answer (with tool steps).
+    pub thread_messages: Vec<ChatMessage>,
+    pub usage: Usage,
+    pub error: Option<Value>,
+    /// The run's whole event log, `[{seq, data}]`.
+    pub events: Value,
+    pub first_token_at: Option<DateTime<Utc>>,
+    /// Microseconds between the job's push and the worker taking it.
+    pub queue_wait_us: Option<i64>,
+}
+
+/// Records the end of `attempt`. Returns `false` (and changes nothing) when the run is no longer
+/// this attempt's: its lease expired and another worker took it over.
+pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let row: Option<(WorkspaceId, String)> = sqlx::query_as(
+        "update runs set status = $3, output = $4, transcript = $5, usage = $6, error = $7, events = $8,
+                first_token_at = $9, queue_wait_us = $10, finished_at = now(), lease_owner = null, lease_expires_at = null
+         where id = $1 and attempt = $2 and status = 'running'
+         returning workspace_id, thread_id",
+    )
+    .bind(run)
+    .bind(attempt)
+    .bind(finish.status)
+    .bind(&finish.output)
+    .bind(Json(&finish.transcript))
+    .bind(Json(&finish.usage))
+    .bind(finish.error.as_ref().map(Json))
+    .bind(Json(&finish.events))
+    .bind(finish.first_token_at)
+    .bind(finish.queue_wait_us)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((workspace, thread)) = row else {
+        return Ok(false);
+    };
+    if !finish.thread_messages.is_empty() {
+        threads::append(&mut *tx, workspace, &thread, run, &finish.thread_messages).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The oldest queued run of a thread: started when the run before it finishes.
+pub async fn next_on_thread(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    thread: &str,
+) -> Result<Option<RunId>> {
+    let row: Option<(RunId,)> = sqlx::query_as(
+        "select id from runs where workspace_id = $1 and thread_id = $2 and status = 'queued'
+         order by created_at, id limit 1",
+    )
+    .bind(workspace)
+    .bind(thread)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) -> Result<RunRecord> {
+    sqlx::query_as(concat!(
+        "select ",
+        record_columns!(),
+        " from runs where id = $1 and workspace_id = $2"
+    ))
+    .bind(run)
+    .bind(workspace)
+    .fetch_optional(db)
+    .await?
+    .ok_or(Error::NotFound {
+        code: "run_not_found",
+        what: "Run",
+    })
+}
+
+/// The stored event log of a finished run, `[{seq, data}]`, when Redis no longer has it.
+pub async fn stored_events(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    run: RunId,
+) -> Result<Option<Value>> {
+    let row: Option<(Option<Json<Value>>,)> =
+        sqlx::query_as("select events from runs where id = $1 and workspace_id = $2")
+            .bind(run)
+            .bind(workspace)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.and_then(|(events,)| events.map(|e| e.0)))
+}
+
+/// Filters of `GET /v1/runs`.
+#[derive(Debug, Default)]
+pub struct RunFilter {
+    pub agent: Option<AgentId>,
+    pub status: Option<String>,
+    pub thread: Option<String>,
+}
+
+pub async fn list(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    filter: &RunFilter,
+    page: Page,
+) -> Result<Paged<RunRecord>> {
+    const WHERE: &str = "where workspace_id = $1 and ($2::uuid is null or agent_id = $2)
+                           and ($3::text is null or status = $3) and ($4::text is null or thread_id = $4)";
+    let items = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {} from runs {WHERE} order by created_at desc, id desc limit $5 offset $6",
+        record_columns!()
+    )))
+    .bind(workspace)
+    .bind(filter.agent)
+    .bind(&filter.status)
+    .bind(&filter.thread)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?;
+    let (total,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select count(*) from runs {WHERE}"
+    )))
+    .bind(workspace)
+    .bind(filter.agent)
+    .bind(&filter.status)
+    .bind(&filter.thread)
+    .fetch_one(db)
+    .await?;
+    Ok(Paged { items, total })
+}
+
+/// Runs of an operation in item order (batch results).
+pub async fn of_operation(
+    db: &PgPool,
+    operation: OperationId,
+    page: Page,
+) -> Result<Vec<RunRecord>> {
+    Ok(sqlx::query_as(concat!(
+        "select ",
+        record_columns!(),
+        " from runs where operation_id = $1 order by item_index, created_at limit $2 offset $3"
+    ))
+    .bind(operation)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(db)
+    .await?)
+}
+
+/// Extends the leases of every run `owner` is executing: one statement per worker, however many
+/// runs it holds.
+pub async fn renew_leases(db: &PgPool, owner: &str, lease: Duration) -> Result<u64> {
+    let done = sqlx::query(
+        "update runs set lease_expires_at = now() + $2 * interval '1 millisecond'
+         where lease_owner = $1 and status = 'running'",
+    )
+    .bind(owner)
+    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A run the reconciler handed back to the queue.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Requeued {
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+}
+
+/// Puts runs whose worker stopped renewing its lease back in the queue (`running → queued`).
+/// Safe to run from every worker at once: rows are taken with `skip locked`.
+pub async fn requeue_expired(db: &PgPool, limit: i64) -> Result<Vec<Requeued>> {
+    Ok(sqlx::query_as(
+        "update runs set status = 'queued', lease_owner = null, lease_expires_at = null, enqueued_at = now()
+         where id in (select id from runs where status = 'running' and lease_expires_at < now()
+                      order by lease_expires_at limit $1 for update skip locked)
+         returning id, workspace_id",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Runs queued for longer than `after` since their last push: their job was lost (the gap
+/// between insert and push, a flushed Redis). They are pushed again; a duplicate is harmless.
+pub async fn requeue_stale(db: &PgPool, after: Duration, limit: i64) -> Result<Vec<Requeued>> {
+    Ok(sqlx::query_as(
+        "update runs set enqueued_at = now()
+         where id in (select id from runs where status = 'queued'
+                        and enqueued_at < now() - $1 * interval '1 millisecond'
+                      order by enqueued_at limit $2 for update skip locked)
+         returning id, workspace_id",
+    )
+    .bind(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

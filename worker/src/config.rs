@@ -1,0 +1,52 @@
+//! Settings of `runq-worker`, from flags or environment variables.
+
+use std::time::Duration;
+
+use runq_shared::config::{StoreConfig, TelemetryConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Most runs this process executes at once (they are I/O bound: thousands are fine).
+    #[arg(long, env = "RUNQ_WORKER_CONCURRENCY", default_value_t = 1024)]
+    pub concurrency: usize,
+
+    /// How long a claimed run stays ours without renewal, in milliseconds; renewed every third.
+    #[arg(long, env = "RUNQ_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+
+    /// How often the reconciler looks for lost jobs and expired leases, in milliseconds.
+    #[arg(long, env = "RUNQ_RECONCILE_INTERVAL_MS", default_value_t = 5_000)]
+    pub reconcile_interval_ms: u64,
+
+    /// How long a run may sit queued after its last push before its job counts as lost, in ms.
+    #[arg(long, env = "RUNQ_REQUEUE_AFTER_MS", default_value_t = 30_000)]
+    pub requeue_after_ms: u64,
+
+    /// Longest silence from a provider mid-stream before the call fails, in milliseconds.
+    #[arg(long, env = "RUNQ_PROVIDER_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    pub provider_idle_timeout_ms: u64,
+
+    /// This worker's name in leases; defaults to `worker-<pid>-<random>`, unique per process.
+    #[arg(long, env = "RUNQ_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    #[command(flatten)]
+    pub store: StoreConfig,
+
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+impl WorkerConfig {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_millis(self.reconcile_interval_ms)
+    }
+
+    pub fn requeue_after(&self) -> Duration {
+        Duration::from_millis(self.requeue_after_ms)
+    }
+}

@@ -1,0 +1,64 @@
+//! Numbers a run's events and writes them to its Redis log and channel in batches: one round
+//! trip per batch of provider output, not one per token.
+
+use redis::aio::ConnectionManager;
+use runq_shared::events::{self, Event, Part, RunKeys};
+
+pub struct Emitter {
+    conn: ConnectionManager,
+    pub keys: RunKeys,
+    seq: u64,
+    pending: Vec<Event>,
+}
+
+impl Emitter {
+    /// Continues numbering after `last_seq` (0 for a first attempt).
+    pub fn new(conn: ConnectionManager, keys: RunKeys, last_seq: u64) -> Self {
+        Self {
+            conn,
+            keys,
+            seq: last_seq,
+            pending: Vec::with_capacity(8),
+        }
+    }
+
+    pub fn emit(&mut self, part: &Part) {
+        self.seq += 1;
+        self.pending.push(Event::new(self.seq, part));
+    }
+
+    /// Appends and publishes what is pending.
+    pub async fn flush(&mut self) -> redis::RedisResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        events::append(&mut self.conn, &self.keys, &self.pending, true).await?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Appends the terminal event without announcing it: it is published by [`Emitter::announce`]
+    /// once Postgres holds the final state, so a client that sees it can read the result.
+    pub async fn append_terminal(&mut self, part: &Part) -> redis::RedisResult<Event> {
+        self.flush().await?;
+        self.seq += 1;
+        let event = Event::new(self.seq, part);
+        events::append(
+            &mut self.conn,
+            &self.keys,
+            std::slice::from_ref(&event),
+            false,
+        )
+        .await?;
+        Ok(event)
+    }
+
+    pub async fn announce(&mut self, event: &Event) -> redis::RedisResult<()> {
+        events::publish(&mut self.conn, &self.keys, std::slice::from_ref(event)).await
+    }
+
+    /// The whole log, for Postgres.
+    pub async fn log(&mut self) -> redis::RedisResult<Vec<Event>> {
+        events::replay(&mut self.conn, &self.keys, 0).await
+    }
+}

@@ -1,0 +1,342 @@
+//! Executing one run: claim, call the provider (streaming), run tool steps, emit events, record
+//! the outcome.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use runq_shared::broker::Broker;
+use runq_shared::chat::{ChatMessage, Usage};
+use runq_shared::crypto::MasterKey;
+use runq_shared::db::runs::{self, Claimed, Finish, status};
+use runq_shared::domain::ProviderKind;
+use runq_shared::events::{self, Part, RunKeys};
+use runq_shared::queue::{self, Job};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::emit::Emitter;
+use crate::provider::{ChatRequest, Provider, ProviderConfig, ProviderError, ProviderEvent};
+use crate::tools;
+
+/// What every run execution shares.
+pub struct Ctx {
+    pub db: PgPool,
+    pub broker: Broker,
+    pub master_key: MasterKey,
+    pub http: reqwest::Client,
+    pub worker_id: String,
+    pub lease: std::time::Duration,
+}
+
+/// Most provider events published in one round trip.
+const BATCH: usize = 64;
+
+/// Handles one job. Errors are infrastructure failures (Postgres or Redis gone); the run stays
+/// `running` and the reconciler hands it to another attempt when its lease expires.
+pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
+    let span = tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace, attempt = tracing::field::Empty);
+    if let Some(parent) = &job.traceparent {
+        runq_shared::telemetry::set_remote_parent(&span, parent);
+    }
+    async move {
+        let queue_wait_us = queue::now_us() - job.pushed_at_us;
+        let Some(claimed) = runs::claim(&ctx.db, job.run, &ctx.worker_id, ctx.lease).await? else {
+            tracing::debug!(
+                "run not claimable (duplicate job, finished, or waiting for its thread)"
+            );
+            return Ok(());
+        };
+        tracing::Span::current().record("attempt", claimed.attempt);
+        Execution::start(&ctx, claimed, queue_wait_us)
+            .await?
+            .run()
+            .await
+    }
+    .instrument(span)
+    .await
+}
+
+struct Execution<'a> {
+    ctx: &'a Ctx,
+    claimed: Claimed,
+    emitter: Emitter,
+    queue_wait_us: i64,
+    /// The conversation sent to the provider, growing with each tool step.
+    messages: Vec<ChatMessage>,
+    /// Index in `messages` where this run's own turn starts (what the thread keeps).
+    turn_start: usize,
+    usage: Usage,
+    first_token_at: Option<DateTime<Utc>>,
+    text_parts: u32,
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Completed(String),
+    Failed { code: &'static str, message: String },
+}
+
+impl<'a> Execution<'a> {
+    async fn start(ctx: &'a Ctx, claimed: Claimed, queue_wait_us: i64) -> anyhow::Result<Self> {
+        let keys = RunKeys::new(ctx.broker.prefix(), claimed.id);
+        let mut conn = ctx.broker.conn.clone();
+        let last_seq = if claimed.attempt > 1 {
+            events::last_seq(&mut conn, &keys).await?
+        } else {
+            0
+        };
+        let mut messages = claimed.prelude.0.clone();
+        messages.extend(claimed.history.0.iter().cloned());
+        let turn_start = messages.len();
+        messages.extend(claimed.input.0.iter().cloned());
+        Ok(Self {
+            ctx,
+            emitter: Emitter::new(conn, keys, last_seq),
+            claimed,
+            queue_wait_us,
+            messages,
+            turn_start,
+            usage: Usage::default(),
+            first_token_at: None,
+            text_parts: 0,
+        })
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let run = self.claimed.id;
+        if self.claimed.attempt == 1 {
+            self.emitter.emit(&Part::Start {
+                message_id: format!("msg_{}", run.0.simple()),
+                message_metadata: json!({"runId": run, "threadId": self.claimed.thread_id}),
+            });
+        } else {
+            self.emitter.emit(&Part::DataRun {
+                data: json!({"status": "running", "attempt": self.claimed.attempt, "retry": true}),
+                transient: true,
+            });
+        }
+        let outcome = self.steps().await?;
+        self.finish(outcome).await
+    }
+
+    fn provider(&self) -> Result<Provider, ProviderError> {
+        let kind = ProviderKind::parse(&self.claimed.provider_kind).ok_or_else(|| {
+            ProviderError::BadRequest {
+                status: 0,
+                message: "unknown provider kind".into(),
+            }
+        })?;
+        let api_key = match &self.claimed.api_key_sealed {
+            Some(sealed) => String::from_utf8(self.ctx.master_key.open(sealed).map_err(|_| {
+                ProviderError::Auth {
+                    status: 0,
+                    message: "the provider's API key cannot be decrypted with this RUNQ_MASTER_KEY"
+                        .into(),
+                }
+            })?)
+            .unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok(Provider::new(
+            self.ctx.http.clone(),
+            ProviderConfig {
+                kind,
+                base_url: self.claimed.base_url.clone(),
+                api_key,
+            },
+        ))
+    }
+
+    /// Calls the model until it answers without tool calls, or `max_steps` is spent.
+    async fn steps(&mut self) -> anyhow::Result<Outcome> {
+        let provider = match self.provider() {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Outcome::Failed {
+                    code: e.code(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let mut parameters = self.claimed.version_parameters.0.clone();
+        parameters.extend(self.claimed.parameters.0.clone());
+        let tool_specs = tools::specs(&self.claimed.tools);
+
+        for _ in 0..self.claimed.max_steps {
+            self.emitter.emit(&Part::StartStep);
+            let request = ChatRequest {
+                model: self.claimed.model.clone(),
+                messages: self.messages.clone(),
+                tools: tool_specs.clone(),
+                parameters: parameters.clone(),
+            };
+            let (text, calls) = match self.call(&provider, &request).await? {
+                Ok(answer) => answer,
+                Err(e) => {
+                    return Ok(Outcome::Failed {
+                        code: e.code(),
+                        message: e.to_string(),
+                    });
+                }
+            };
+            if calls.is_empty() {
+                self.emitter.emit(&Part::FinishStep);
+                self.messages.push(ChatMessage::assistant(text.clone()));
+                return Ok(Outcome::Completed(text));
+            }
+            self.messages
+                .push(ChatMessage::assistant_with_tool_calls(text, calls.clone()));
+            for call in calls {
+                self.emitter.emit(&Part::ToolInputAvailable {
+                    tool_call_id: call.id.clone(),
+                    tool_name: call.name.clone(),
+                    input: call.arguments.clone(),
+                });
+                let output = tools::run(&call.name, &self.claimed.tools);
+                self.emitter.emit(&Part::ToolOutputAvailable {
+                    tool_call_id: call.id.clone(),
+                    output: output.clone(),
+                });
+                self.messages
+                    .push(ChatMessage::tool_result(call.id, output.to_string()));
+            }
+            self.emitter.emit(&Part::FinishStep);
+            self.emitter.flush().await?;
+        }
+        Ok(Outcome::Failed {
+            code: "max_steps_exceeded",
+            message: format!(
+                "the agent was still calling tools after {} steps",
+                self.claimed.max_steps
+            ),
+        })
+    }
+
+    /// One streamed provider call: text deltas go out as they arrive.
+    async fn call(
+        &mut self,
+        provider: &Provider,
+        request: &ChatRequest,
+    ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
+        self.emitter.flush().await?;
+        let stream = match provider.stream(request).await {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut batches = stream.ready_chunks(BATCH);
+        let mut text = String::new();
+        let mut text_id: Option<String> = None;
+        let mut calls = Vec::new();
+        while let Some(batch) = batches.next().await {
+            for event in batch {
+                match event {
+                    Ok(ProviderEvent::TextDelta(delta)) => {
+                        let id = text_id.get_or_insert_with(|| {
+                            self.text_parts += 1;
+                            format!("txt_{}", self.text_parts)
+                        });
+                        if text.is_empty() {
+                            self.emitter.emit(&Part::TextStart { id: id.clone() });
+                            self.first_token_at.get_or_insert_with(Utc::now);
+                        }
+                        text.push_str(&delta);
+                        self.emitter.emit(&Part::TextDelta {
+                            id: id.clone(),
+                            delta,
+                        });
+                    }
+                    Ok(ProviderEvent::ToolCall(call)) => calls.push(call),
+                    Ok(ProviderEvent::Finish { usage, .. }) => {
+                        self.usage.input_tokens += usage.input_tokens;
+                        self.usage.output_tokens += usage.output_tokens;
+                    }
+                    Err(e) => {
+                        self.emitter.flush().await?;
+                        return Ok(Err(e));
+                    }
+                }
+            }
+            self.emitter.flush().await?;
+        }
+        if let Some(id) = text_id {
+            self.emitter.emit(&Part::TextEnd { id });
+        }
+        Ok(Ok((text, calls)))
+    }
+
+    /// Records the outcome in Postgres, then announces the terminal event, then starts the next
+    /// run waiting on the thread.
+    async fn finish(mut self, outcome: Outcome) -> anyhow::Result<()> {
+        let usage = json!({"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens});
+        let (status, output, error, terminal) = match outcome {
+            Outcome::Completed(text) => (
+                status::COMPLETED,
+                Some(text),
+                None,
+                Part::Finish {
+                    message_metadata: json!({"usage": usage, "status": status::COMPLETED}),
+                },
+            ),
+            Outcome::Failed { code, message } => {
+                tracing::warn!(code, message, "run failed");
+                (
+                    status::FAILED,
+                    None,
+                    Some(json!({"code": code, "message": message})),
+                    Part::Error {
+                        error_text: message,
+                    },
+                )
+            }
+        };
+        let terminal = self.emitter.append_terminal(&terminal).await?;
+        let log: Vec<Value> = self
+            .emitter
+            .log()
+            .await?
+            .into_iter()
+            .map(|e| json!({"seq": e.seq, "data": e.data}))
+            .collect();
+        let thread_messages = if status == status::COMPLETED {
+            self.messages[self.turn_start..].to_vec()
+        } else {
+            Vec::new()
+        };
+        let finish = Finish {
+            status,
+            output,
+            transcript: self.messages,
+            thread_messages,
+            usage: self.usage,
+            error,
+            events: Value::Array(log),
+            first_token_at: self.first_token_at,
+            queue_wait_us: Some(self.queue_wait_us),
+        };
+        let run = self.claimed.id;
+        if !runs::finish(&self.ctx.db, run, self.claimed.attempt, &finish).await? {
+            tracing::warn!("attempt superseded: its lease expired and another worker took the run");
+            return Ok(());
+        }
+        self.emitter.announce(&terminal).await?;
+        if let Some(next) = runs::next_on_thread(
+            &self.ctx.db,
+            self.claimed.workspace_id,
+            &self.claimed.thread_id,
+        )
+        .await?
+        {
+            let key = queue::key(self.ctx.broker.prefix());
+            queue::push(
+                &mut self.ctx.broker.conn.clone(),
+                &key,
+                &[Job::new(next, self.claimed.workspace_id)],
+            )
+            .await?;
+        }
+        tracing::info!(status, "run finished");
+        Ok(())
+    }
+}

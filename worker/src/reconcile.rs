@@ -1,0 +1,75 @@
+//! The reconciler and the lease keeper: what makes the insert-then-push gap, a lost job, a
+//! flushed Redis or a dead worker cost a delay instead of a run. Every worker runs both; the
+//! queries take rows with `skip locked`, so they never fight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runq_shared::db::runs::{self, Requeued};
+use runq_shared::queue::{self, Job};
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::Ctx;
+
+/// Most runs one reconciler pass hands back.
+const PASS_LIMIT: i64 = 1000;
+
+/// Renews this worker's leases every third of the lease.
+pub async fn keep_leases(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = runs::renew_leases(&ctx.db, &ctx.worker_id, ctx.lease).await {
+            tracing::warn!(error = %e, "lease renewal failed");
+        }
+    }
+}
+
+/// Re-pushes lost jobs and runs whose lease expired.
+pub async fn reconcile(
+    ctx: Arc<Ctx>,
+    every: Duration,
+    requeue_after: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = pass(&ctx, requeue_after).await {
+            tracing::warn!(error = %e, "reconciler pass failed");
+        }
+    }
+}
+
+async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
+    let expired = runs::requeue_expired(&ctx.db, PASS_LIMIT).await?;
+    let stale = runs::requeue_stale(&ctx.db, requeue_after, PASS_LIMIT).await?;
+    if expired.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        expired = expired.len(),
+        stale = stale.len(),
+        "re-enqueueing runs"
+    );
+    let jobs: Vec<Job> = expired
+        .iter()
+        .chain(&stale)
+        .map(|r: &Requeued| Job::new(r.id, r.workspace_id))
+        .collect();
+    queue::push(
+        &mut ctx.broker.conn.clone(),
+        &queue::key(ctx.broker.prefix()),
+        &jobs,
+    )
+    .await?;
+    Ok(())
+}
