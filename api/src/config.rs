@@ -22,6 +22,15 @@ pub struct ApiConfig {
     #[arg(long, env = "RUNQ_AUTH_CACHE_TTL_MS", default_value_t = 5000)]
     pub auth_cache_ttl_ms: u64,
 
+    /// How long a sync `POST /v1/run` waits for the answer before replying 202 with an
+    /// operation to poll, in milliseconds.
+    #[arg(long, env = "RUNQ_SYNC_TIMEOUT_MS", default_value_t = 60_000)]
+    pub sync_timeout_ms: u64,
+
+    /// Most items accepted in one batch.
+    #[arg(long, env = "RUNQ_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+
     #[command(flatten)]
     pub store: StoreConfig,
 

@@ -9,6 +9,8 @@
 //! - [`state`] — [`state::AppState`], the handles every handler shares.
 //! - [`auth`] — key authentication with a short-lived cache.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
+//! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
+//! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
 //! - [`routes`] — one module per resource, each with its own `router()`; the OpenAPI document is
 //!   generated from them.
@@ -27,8 +29,10 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod routes;
 pub mod state;
+pub mod submit;
 
 use crate::config::ApiConfig;
 use crate::state::AppState;
@@ -75,11 +79,19 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     let db = db::pool(&config.store).context("DATABASE_URL")?;
     db::migrate(&db).await.context("applying migrations")?;
     let broker = Broker::connect(&config.store).context("REDIS_URL")?;
+    let hub = live::Hub::start(
+        redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
+    );
     Ok(AppState {
         db,
         broker,
         master_key: config.store.master_key.expose().clone(),
         auth: Arc::new(auth::AuthCache::new(config.auth_cache_ttl())),
+        hub,
+        limits: state::Limits {
+            sync_timeout: std::time::Duration::from_millis(config.sync_timeout_ms),
+            max_batch: config.max_batch,
+        },
     })
 }
 

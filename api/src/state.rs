@@ -1,18 +1,31 @@
 //! The state every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runq_shared::broker::Broker;
 use runq_shared::crypto::MasterKey;
 use sqlx::PgPool;
 
 use crate::auth::AuthCache;
+use crate::live::Hub;
 
-/// Cheap to clone: handles and an `Arc`.
+/// Cheap to clone: handles and `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub broker: Broker,
     pub master_key: MasterKey,
     pub auth: Arc<AuthCache>,
+    pub hub: Arc<Hub>,
+    pub limits: Limits,
+}
+
+/// Request limits from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a sync run is waited for before the caller gets 202 and an operation.
+    pub sync_timeout: Duration,
+    /// Most items in one batch.
+    pub max_batch: usize,
 }

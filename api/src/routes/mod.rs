@@ -25,8 +25,12 @@ use crate::state::AppState;
 
 pub mod agents;
 pub mod health;
+pub mod invoke;
 pub mod keys;
+pub mod operations;
 pub mod providers;
+pub mod runs;
+pub mod threads;
 pub mod tools;
 
 #[derive(OpenApi)]
@@ -59,6 +63,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(providers::router())
         .merge(agents::router())
         .merge(tools::router())
+        .merge(runs::router())
+        .merge(operations::router())
+        .merge(threads::router())
+        .merge(invoke::router())
         .split_for_parts();
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
