@@ -144,9 +144,9 @@ impl From<runq_shared::Error> for Error {
         use runq_shared::Error as E;
         match e {
             E::Invalid { field, reason } => Self::Invalid { field, reason },
-            E::NotFound { code, what } => Self::NotFound {
+            E::NotFound { code, message } => Self::NotFound {
                 code,
-                message: format!("{what} not found"),
+                message: message.to_owned(),
             },
             E::OtherWorkspace { what } => {
                 Self::Forbidden(format!("{what} belongs to another workspace"))

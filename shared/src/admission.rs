@@ -50,7 +50,7 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
     let Some(version) = agent.deployed_version_id else {
         return Err(Error::NotFound {
             code: "agent_not_deployed",
-            what: "Deployed version",
+            message: "No deployed version found for this agent",
         });
     };
     let row: Option<(Option<String>, Json<Vec<PromptMessage>>, bool)> = sqlx::query_as(
@@ -62,7 +62,7 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
     .await?;
     let (system_prompt, messages, has_provider) = row.ok_or(Error::NotFound {
         code: "agent_not_deployed",
-        what: "Deployed version",
+        message: "No deployed version found for this agent",
     })?;
     if !has_provider {
         return Err(Error::provider_not_found());

@@ -13,10 +13,10 @@ pub enum Error {
     Invalid { field: String, reason: String },
 
     /// The thing asked for does not exist in the caller's workspace.
-    #[error("{what} not found")]
+    #[error("{message}")]
     NotFound {
         code: &'static str,
-        what: &'static str,
+        message: &'static str,
     },
 
     /// The thing exists but belongs to another workspace.
@@ -57,28 +57,28 @@ impl Error {
     pub const fn agent_not_found() -> Self {
         Self::NotFound {
             code: "agent_not_found",
-            what: "Agent",
+            message: "Agent not found",
         }
     }
 
     pub const fn provider_not_found() -> Self {
         Self::NotFound {
             code: "provider_not_found",
-            what: "Provider",
+            message: "Provider not found",
         }
     }
 
     pub const fn version_not_found() -> Self {
         Self::NotFound {
             code: "version_not_found",
-            what: "Version",
+            message: "Version not found",
         }
     }
 
     pub const fn key_not_found() -> Self {
         Self::NotFound {
             code: "api_key_not_found",
-            what: "API key",
+            message: "API key not found",
         }
     }
 }

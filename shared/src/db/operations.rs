@@ -76,7 +76,7 @@ pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<
     .await?
     .ok_or(Error::NotFound {
         code: "run_not_found",
-        what: "Run",
+        message: "Run not found",
     })?;
     if let Some(id) = existing {
         return Ok(id);
@@ -105,7 +105,7 @@ pub async fn get(
     .await?
     .ok_or(Error::NotFound {
         code: "operation_not_found",
-        what: "Operation",
+        message: "Operation not found",
     })?;
     let progress = sqlx::query_as(
         "select $2::bigint as total,

@@ -266,7 +266,7 @@ pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) ->
     .await?
     .ok_or(Error::NotFound {
         code: "run_not_found",
-        what: "Run",
+        message: "Run not found",
     })
 }
 

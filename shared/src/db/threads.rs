@@ -63,7 +63,7 @@ pub async fn get(db: &PgPool, workspace: WorkspaceId, id: &ThreadId) -> Result<T
         .bind(id.as_str())
         .fetch_optional(db)
         .await?
-        .ok_or(Error::NotFound { code: "thread_not_found", what: "Thread" })
+        .ok_or(Error::NotFound { code: "thread_not_found", message: "Thread not found" })
 }
 
 pub async fn messages(

@@ -18,6 +18,8 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use runq_mock::{MockConfig, MockServer};
+
 /// The master key every test process shares.
 pub const MASTER_KEY: &str = "6b9d7e0f1a2c3b4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5";
 
@@ -257,6 +259,19 @@ impl TestApp {
 
     /// A provider, an agent and a deployed version using it; returns the agent.
     pub async fn deployed_agent(&self, key: &str, slug: &str, kind: &str, base_url: &str) -> Value {
+        self.deployed_agent_with(key, slug, kind, base_url, json!({}))
+            .await
+    }
+
+    /// Like [`TestApp::deployed_agent`], with extra version fields (`system_prompt`, `tools`, …).
+    pub async fn deployed_agent_with(
+        &self,
+        key: &str,
+        slug: &str,
+        kind: &str,
+        base_url: &str,
+        version: Value,
+    ) -> Value {
         let provider_name = format!("{slug}-provider");
         let (status, body) = self
             .call_as(
@@ -276,17 +291,152 @@ impl TestApp {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{agent}");
+        let mut body = json!({"provider": provider_name, "model": "mock-model", "deploy": true});
+        body.as_object_mut()
+            .expect("object")
+            .extend(version.as_object().cloned().unwrap_or_default());
         let (status, version) = self
             .call_as(
                 key,
                 Method::POST,
                 &format!("/v1/agents/{slug}/versions"),
-                Some(json!({"provider": provider_name, "model": "mock-model", "deploy": true})),
+                Some(body),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{version}");
         agent
     }
+}
+
+/// The whole local stack of one test: API and worker processes, and the mock provider in-process.
+pub struct Stack {
+    pub app: TestApp,
+    pub worker: Child,
+    pub mock: MockServer,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Env::new().await).await
+    }
+
+    pub async fn start_with(env: Env) -> Self {
+        let mock = MockServer::start(MockConfig::default())
+            .await
+            .expect("mock provider");
+        let app = TestApp::spawn_with(env).await;
+        let (worker, _) = app.env.spawn("runq-worker", false).await;
+        Self { app, worker, mock }
+    }
+
+    /// A deployed agent on the mock provider speaking `kind` (`openai` or `anthropic`).
+    pub async fn agent(&self, slug: &str, kind: &str, version: Value) -> Value {
+        self.app
+            .deployed_agent_with(
+                self.app.admin_key(),
+                slug,
+                kind,
+                &self.mock.base_url(),
+                version,
+            )
+            .await
+    }
+
+    /// `POST /v1/run` with the admin key.
+    pub async fn run(&self, body: Value) -> (StatusCode, Value) {
+        self.app.call(Method::POST, "/v1/run", Some(body)).await
+    }
+
+    /// Sends a request and reads the whole SSE response.
+    pub async fn sse(&self, request: RequestBuilder) -> Sse {
+        let res = request.send().await.expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        Sse {
+            status,
+            headers,
+            frames: parse_sse(&text),
+            text,
+        }
+    }
+
+    /// Polls an operation until it is done (or 60 s pass).
+    pub async fn wait_operation(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let (status, body) = self
+                .app
+                .call(Method::GET, &format!("/v1/operations/{id}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["status"] == "succeeded" || body["status"] == "failed" {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("operation {id} did not finish");
+    }
+}
+
+/// A read SSE response.
+#[derive(Debug)]
+pub struct Sse {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub frames: Vec<Frame>,
+    pub text: String,
+}
+
+impl Sse {
+    /// The JSON payloads of the frames that carry an id.
+    pub fn parts(&self) -> Vec<Value> {
+        self.frames
+            .iter()
+            .filter(|f| f.id.is_some())
+            .map(|f| serde_json::from_str(&f.data).expect("frame data is JSON"))
+            .collect()
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.frames.iter().filter_map(|f| f.id).collect()
+    }
+
+    /// The concatenated `text-delta`s.
+    pub fn text(&self) -> String {
+        self.parts()
+            .iter()
+            .filter(|p| p["type"] == "text-delta")
+            .map(|p| p["delta"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// One SSE frame: its `id:` and joined `data:` lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub id: Option<u64>,
+    pub data: String,
+}
+
+/// Splits an SSE body into frames; comments (`: ping`) are skipped.
+pub fn parse_sse(text: &str) -> Vec<Frame> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut id = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            (!data.is_empty()).then(|| Frame {
+                id,
+                data: data.join("\n"),
+            })
+        })
+        .collect()
 }
 
 /// Asserts the error envelope: status, `error.code`, and `message` mirrored at the top.

@@ -5,3 +5,4 @@ mod auth;
 mod errors;
 mod management;
 mod ops;
+mod runs;
