@@ -120,7 +120,8 @@ create table runs (
     status               text not null default 'queued'
                          check (status in ('queued', 'running', 'completed', 'failed', 'cancelled', 'timed_out')),
     attempt              integer not null default 0,
-    max_attempts         integer not null default 3,
+    -- attempts cut short by a lost worker before the run is failed (graceful hand-backs count too)
+    max_attempts         integer not null default 5,
     lease_owner          text,
     lease_expires_at     timestamptz,
     -- rendered system prompt and version messages; the thread's history goes between these and
@@ -138,6 +139,8 @@ create table runs (
     events               jsonb,
     cancel_requested_at  timestamptz,
     cancel_on_disconnect boolean not null default false,
+    -- the run's time limit, counted from its first start; `deadline_at` is fixed then
+    timeout_ms           integer not null default 600000 check (timeout_ms > 0),
     deadline_at          timestamptz,
     created_at           timestamptz not null default now(),
     -- last time a job for this run was pushed; the reconciler re-pushes runs queued long after it

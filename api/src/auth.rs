@@ -26,10 +26,7 @@ pub struct AuthCache {
 
 impl AuthCache {
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: RwLock::default(),
-        }
+        Self { ttl, entries: RwLock::default() }
     }
 
     /// Resolves a presented key, from the cache when fresh, else from Postgres.
@@ -39,9 +36,7 @@ impl AuthCache {
         if let Some(auth) = self.cached(&hash) {
             return Ok(auth);
         }
-        let auth = keys::authenticate(db, &hash)
-            .await?
-            .ok_or(Error::Unauthorized("Invalid API key"))?;
+        let auth = keys::authenticate(db, &hash).await?.ok_or(Error::Unauthorized("Invalid API key"))?;
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
@@ -52,17 +47,11 @@ impl AuthCache {
 
     fn cached(&self, hash: &[u8; 32]) -> Option<KeyAuth> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(auth, _)| auth.clone())
+        entries.get(hash).filter(|(_, at)| at.elapsed() < self.ttl).map(|(auth, _)| auth.clone())
     }
 
     /// Forgets a key at once (after it was revoked through this replica).
     pub fn evict(&self, hash: &[u8; 32]) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(hash);
+        self.entries.write().unwrap_or_else(|e| e.into_inner()).remove(hash);
     }
 }

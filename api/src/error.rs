@@ -43,17 +43,11 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { field: field.into(), reason: reason.into() }
     }
 
     pub fn route_not_found() -> Self {
-        Self::NotFound {
-            code: "not_found",
-            message: "No route matches this path".into(),
-        }
+        Self::NotFound { code: "not_found", message: "No route matches this path".into() }
     }
 
     fn status(&self) -> StatusCode {
@@ -122,18 +116,11 @@ impl IntoResponse for Error {
         let body = ErrorBody {
             status: "error",
             message: message.clone(),
-            error: ErrorDetail {
-                code: self.code(),
-                message,
-                details: self.details(),
-            },
+            error: ErrorDetail { code: self.code(), message, details: self.details() },
         };
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_UNAVAILABLE),
-            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
         }
         response
     }
@@ -144,13 +131,8 @@ impl From<runq_shared::Error> for Error {
         use runq_shared::Error as E;
         match e {
             E::Invalid { field, reason } => Self::Invalid { field, reason },
-            E::NotFound { code, message } => Self::NotFound {
-                code,
-                message: message.to_owned(),
-            },
-            E::OtherWorkspace { what } => {
-                Self::Forbidden(format!("{what} belongs to another workspace"))
-            }
+            E::NotFound { code, message } => Self::NotFound { code, message: message.to_owned() },
+            E::OtherWorkspace { what } => Self::Forbidden(format!("{what} belongs to another workspace")),
             E::Conflict { code, message } => Self::Conflict { code, message },
             E::Database(e) => e.into(),
             E::Redis(e) => e.into(),
@@ -162,10 +144,7 @@ impl From<runq_shared::Error> for Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolClosed => {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %e, "postgres unavailable");
                 Self::Unavailable("postgres")
             }
@@ -176,11 +155,7 @@ impl From<sqlx::Error> for Error {
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.is_connection_refusal()
-        {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
             tracing::warn!(error = %e, "redis unavailable");
             Self::Unavailable("redis")
         } else {

@@ -16,9 +16,7 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("Broker").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -32,10 +30,7 @@ impl Broker {
             .set_response_timeout(timeout)
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-        Ok(Self {
-            conn,
-            prefix: config.redis_prefix.clone(),
-        })
+        Ok(Self { conn, prefix: config.redis_prefix.clone() })
     }
 
     /// A connection of its own for blocking commands (`BLMPOP`), which would stall every other
@@ -60,8 +55,6 @@ impl Broker {
 
     /// Round-trips a PING, for health checks.
     pub async fn ping(&self) -> redis::RedisResult<()> {
-        redis::cmd("PING")
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+        redis::cmd("PING").query_async::<()>(&mut self.conn.clone()).await
     }
 }

@@ -43,12 +43,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     fn plain(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -64,22 +59,13 @@ impl ChatMessage {
     }
 
     /// An assistant turn that requested tool calls (`content` may be empty).
-    pub fn assistant_with_tool_calls(
-        content: impl Into<String>,
-        tool_calls: Vec<ToolCall>,
-    ) -> Self {
-        Self {
-            tool_calls,
-            ..Self::plain(Role::Assistant, content)
-        }
+    pub fn assistant_with_tool_calls(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        Self { tool_calls, ..Self::plain(Role::Assistant, content) }
     }
 
     /// The result of running the tool call `tool_call_id`.
     pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            tool_call_id: Some(tool_call_id.into()),
-            ..Self::plain(Role::Tool, content)
-        }
+        Self { tool_call_id: Some(tool_call_id.into()), ..Self::plain(Role::Tool, content) }
     }
 }
 

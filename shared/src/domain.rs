@@ -16,9 +16,7 @@ pub struct Slug(String);
 impl Slug {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         let ok = (1..=64).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && !raw.starts_with(['-', '_']);
         if ok {
             Ok(Self(raw.to_owned()))
@@ -65,16 +63,11 @@ pub struct ThreadId(String);
 impl ThreadId {
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         let ok = (1..=128).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(Error::invalid(
-                field,
-                "must be 1-128 letters, digits, '_', '-', '.' or ':'",
-            ))
+            Err(Error::invalid(field, "must be 1-128 letters, digits, '_', '-', '.' or ':'"))
         }
     }
 
@@ -198,15 +191,8 @@ pub fn base_url(raw: &str) -> Result<String> {
         .strip_prefix("https://")
         .or_else(|| trimmed.strip_prefix("http://"))
         .ok_or_else(|| Error::invalid("base_url", "must be an absolute http:// or https:// URL"))?;
-    if rest.is_empty()
-        || rest.starts_with('/')
-        || trimmed.len() > 2048
-        || trimmed.contains(char::is_whitespace)
-    {
-        return Err(Error::invalid(
-            "base_url",
-            "must be an absolute http:// or https:// URL",
-        ));
+    if rest.is_empty() || rest.starts_with('/') || trimmed.len() > 2048 || trimmed.contains(char::is_whitespace) {
+        return Err(Error::invalid("base_url", "must be an absolute http:// or https:// URL"));
     }
     Ok(trimmed.to_owned())
 }
@@ -255,19 +241,14 @@ pub struct ToolSpec {
 
 /// The built-in tools (seed capabilities).
 pub fn builtin_tools() -> Vec<ToolSpec> {
-    let no_input =
-        serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false});
+    let no_input = serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false});
     vec![
         ToolSpec {
             name: "current_time",
             description: "Returns the current UTC time in RFC 3339 format.",
             parameters: no_input.clone(),
         },
-        ToolSpec {
-            name: "noop",
-            description: "Does nothing and returns an empty object.",
-            parameters: no_input,
-        },
+        ToolSpec { name: "noop", description: "Does nothing and returns an empty object.", parameters: no_input },
     ]
 }
 
@@ -282,10 +263,7 @@ mod tests {
 
     #[test]
     fn slugs_derive_from_names() {
-        assert_eq!(
-            Slug::from_name("Support Bot!").unwrap().as_str(),
-            "support-bot"
-        );
+        assert_eq!(Slug::from_name("Support Bot!").unwrap().as_str(), "support-bot");
         assert!(Slug::from_name("!!!").is_err());
         assert!(Slug::parse("slug", "Has Space").is_err());
     }
@@ -294,10 +272,7 @@ mod tests {
     fn agent_refs_tell_ids_from_slugs() {
         let id = AgentId::new();
         assert_eq!(AgentRef::parse(&id.to_string()).unwrap(), AgentRef::Id(id));
-        assert!(matches!(
-            AgentRef::parse("support-bot").unwrap(),
-            AgentRef::Slug(_)
-        ));
+        assert!(matches!(AgentRef::parse("support-bot").unwrap(), AgentRef::Slug(_)));
     }
 
     #[test]
@@ -309,10 +284,7 @@ mod tests {
 
     #[test]
     fn base_urls_must_be_absolute() {
-        assert_eq!(
-            base_url("http://127.0.0.1:8089/v1/").unwrap(),
-            "http://127.0.0.1:8089/v1"
-        );
+        assert_eq!(base_url("http://127.0.0.1:8089/v1/").unwrap(), "http://127.0.0.1:8089/v1");
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://").is_err());
     }

@@ -14,10 +14,7 @@ pub enum Error {
 
     /// The thing asked for does not exist in the caller's workspace.
     #[error("{message}")]
-    NotFound {
-        code: &'static str,
-        message: &'static str,
-    },
+    NotFound { code: &'static str, message: &'static str },
 
     /// The thing exists but belongs to another workspace.
     #[error("{what} belongs to another workspace")]
@@ -41,45 +38,27 @@ pub enum Error {
 impl Error {
     /// A validation failure for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { field: field.into(), reason: reason.into() }
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-        }
+        Self::Conflict { code, message: message.into() }
     }
 
     pub const fn agent_not_found() -> Self {
-        Self::NotFound {
-            code: "agent_not_found",
-            message: "Agent not found",
-        }
+        Self::NotFound { code: "agent_not_found", message: "Agent not found" }
     }
 
     pub const fn provider_not_found() -> Self {
-        Self::NotFound {
-            code: "provider_not_found",
-            message: "Provider not found",
-        }
+        Self::NotFound { code: "provider_not_found", message: "Provider not found" }
     }
 
     pub const fn version_not_found() -> Self {
-        Self::NotFound {
-            code: "version_not_found",
-            message: "Version not found",
-        }
+        Self::NotFound { code: "version_not_found", message: "Version not found" }
     }
 
     pub const fn key_not_found() -> Self {
-        Self::NotFound {
-            code: "api_key_not_found",
-            message: "API key not found",
-        }
+        Self::NotFound { code: "api_key_not_found", message: "API key not found" }
     }
 }
 

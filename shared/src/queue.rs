@@ -24,12 +24,7 @@ pub struct Job {
 
 impl Job {
     pub fn new(run: RunId, workspace: WorkspaceId) -> Self {
-        Self {
-            run,
-            workspace,
-            pushed_at_us: now_us(),
-            traceparent: crate::telemetry::current_traceparent(),
-        }
+        Self { run, workspace, pushed_at_us: now_us(), traceparent: crate::telemetry::current_traceparent() }
     }
 }
 
@@ -47,20 +42,14 @@ pub fn key(prefix: &str) -> String {
 const PUSH_CHUNK: usize = 1000;
 
 /// Pushes jobs in one round trip.
-pub async fn push(
-    conn: &mut impl ConnectionLike,
-    key: &str,
-    jobs: &[Job],
-) -> redis::RedisResult<()> {
+pub async fn push(conn: &mut impl ConnectionLike, key: &str, jobs: &[Job]) -> redis::RedisResult<()> {
     if jobs.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
     for chunk in jobs.chunks(PUSH_CHUNK) {
-        let encoded: Vec<String> = chunk
-            .iter()
-            .map(|job| serde_json::to_string(job).expect("jobs always serialize"))
-            .collect();
+        let encoded: Vec<String> =
+            chunk.iter().map(|job| serde_json::to_string(job).expect("jobs always serialize")).collect();
         pipe.cmd("RPUSH").arg(key).arg(encoded).ignore();
     }
     pipe.query_async(conn).await
@@ -88,9 +77,7 @@ pub async fn pop(
         .unwrap_or_default()
         .into_iter()
         .filter_map(|raw| {
-            serde_json::from_str(&raw)
-                .map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job"))
-                .ok()
+            serde_json::from_str(&raw).map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job")).ok()
         })
         .collect())
 }

@@ -43,11 +43,7 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled() {
-        let out = render(
-            "Hi {{name}}, you have {{ count }} items",
-            &vars(json!({"name": "Ada", "count": 3})),
-        )
-        .unwrap();
+        let out = render("Hi {{name}}, you have {{ count }} items", &vars(json!({"name": "Ada", "count": 3}))).unwrap();
         assert_eq!(out, "Hi Ada, you have 3 items");
     }
 
@@ -61,9 +57,6 @@ mod tests {
 
     #[test]
     fn text_without_placeholders_is_unchanged() {
-        assert_eq!(
-            render("a {b} }} {{ c", &Map::new()).unwrap(),
-            "a {b} }} {{ c"
-        );
+        assert_eq!(render("a {b} }} {{ c", &Map::new()).unwrap(), "a {b} }} {{ c");
     }
 }

@@ -18,10 +18,6 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = telemetry::init("runq-worker", &cli.config.telemetry)?;
     telemetry::install_crypto_provider();
     let worker = Worker::build(cli.config).await?;
-    tracing::info!(
-        worker_id = worker.id(),
-        version = runq_shared::VERSION,
-        "worker started"
-    );
+    tracing::info!(worker_id = worker.id(), version = runq_shared::VERSION, "worker started");
     worker.run_until_stopped(shutdown::on_signal()).await
 }

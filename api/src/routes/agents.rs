@@ -104,16 +104,8 @@ async fn create(
         Some(slug) => Slug::parse("slug", slug)?,
         None => Slug::from_name(&name)?,
     };
-    let new = NewAgent {
-        name,
-        slug,
-        description: body.description,
-        tags: tags(body.tags)?,
-    };
-    Ok((
-        StatusCode::CREATED,
-        JsonResponse(agents::create(&state.db, auth.workspace_id, new).await?),
-    ))
+    let new = NewAgent { name, slug, description: body.description, tags: tags(body.tags)? };
+    Ok((StatusCode::CREATED, JsonResponse(agents::create(&state.db, auth.workspace_id, new).await?)))
 }
 
 /// Lists the workspace's agents, archived ones only when asked.
@@ -124,11 +116,7 @@ async fn list(
     Manager(auth): Manager,
     Query(query): Query<AgentListQuery>,
 ) -> Result<JsonResponse<List<Agent>>> {
-    let page = PageQuery {
-        page: query.page,
-        limit: query.limit,
-    }
-    .page()?;
+    let page = PageQuery { page: query.page, limit: query.limit }.page()?;
     let agents = agents::list(&state.db, auth.workspace_id, page, query.include_archived).await?;
     Ok(List::new(page, agents))
 }
@@ -142,9 +130,7 @@ async fn get(
     Manager(auth): Manager,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Agent>> {
-    Ok(JsonResponse(
-        agents::get(&state.db, auth.workspace_id, &agent_ref(&id)?).await?,
-    ))
+    Ok(JsonResponse(agents::get(&state.db, auth.workspace_id, &agent_ref(&id)?).await?))
 }
 
 /// Changes an agent's name, slug, description or tags.
@@ -158,22 +144,12 @@ async fn update(
     Json(body): Json<UpdateAgent>,
 ) -> Result<JsonResponse<Agent>> {
     let patch = AgentPatch {
-        name: body
-            .name
-            .as_deref()
-            .map(|n| domain::name("name", n))
-            .transpose()?,
-        slug: body
-            .slug
-            .as_deref()
-            .map(|s| Slug::parse("slug", s))
-            .transpose()?,
+        name: body.name.as_deref().map(|n| domain::name("name", n)).transpose()?,
+        slug: body.slug.as_deref().map(|s| Slug::parse("slug", s)).transpose()?,
         description: body.description,
         tags: body.tags.map(tags).transpose()?,
     };
-    Ok(JsonResponse(
-        agents::update(&state.db, auth.workspace_id, &agent_ref(&id)?, patch).await?,
-    ))
+    Ok(JsonResponse(agents::update(&state.db, auth.workspace_id, &agent_ref(&id)?, patch).await?))
 }
 
 /// Archives an agent: it leaves listings and takes no new runs; its history stays.
@@ -185,9 +161,7 @@ async fn archive(
     Manager(auth): Manager,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Agent>> {
-    Ok(JsonResponse(
-        agents::archive(&state.db, auth.workspace_id, &agent_ref(&id)?).await?,
-    ))
+    Ok(JsonResponse(agents::archive(&state.db, auth.workspace_id, &agent_ref(&id)?).await?))
 }
 
 /// Creates an immutable version; `deploy: true` also deploys it.
@@ -201,10 +175,7 @@ async fn create_version(
     Json(body): Json<CreateVersion>,
 ) -> Result<(StatusCode, JsonResponse<Version>)> {
     if let Some(unknown) = body.tools.iter().find(|t| !domain::is_builtin_tool(t)) {
-        return Err(Error::invalid(
-            "tools",
-            format!("unknown tool {unknown:?}; see GET /v1/tools"),
-        ));
+        return Err(Error::invalid("tools", format!("unknown tool {unknown:?}; see GET /v1/tools")));
     }
     let max_steps = body.max_steps.unwrap_or(8);
     if !(1..=64).contains(&max_steps) {
@@ -235,10 +206,7 @@ async fn list_versions(
     Query(query): Query<PageQuery>,
 ) -> Result<JsonResponse<List<Version>>> {
     let page = query.page()?;
-    Ok(List::new(
-        page,
-        versions::list(&state.db, auth.workspace_id, &agent_ref(&id)?, page).await?,
-    ))
+    Ok(List::new(page, versions::list(&state.db, auth.workspace_id, &agent_ref(&id)?, page).await?))
 }
 
 /// Shows one version. Versions have no PATCH: they never change after creation.
@@ -250,9 +218,7 @@ async fn get_version(
     Manager(auth): Manager,
     Path((id, version)): Path<(String, VersionId)>,
 ) -> Result<JsonResponse<Version>> {
-    Ok(JsonResponse(
-        versions::get(&state.db, auth.workspace_id, &agent_ref(&id)?, version).await?,
-    ))
+    Ok(JsonResponse(versions::get(&state.db, auth.workspace_id, &agent_ref(&id)?, version).await?))
 }
 
 /// Deploys a version of the agent; the previously deployed one stops serving new runs.
@@ -265,13 +231,5 @@ async fn deploy(
     Path(id): Path<String>,
     Json(body): Json<Deploy>,
 ) -> Result<JsonResponse<Version>> {
-    Ok(JsonResponse(
-        versions::deploy(
-            &state.db,
-            auth.workspace_id,
-            &agent_ref(&id)?,
-            body.version_id,
-        )
-        .await?,
-    ))
+    Ok(JsonResponse(versions::deploy(&state.db, auth.workspace_id, &agent_ref(&id)?, body.version_id).await?))
 }

@@ -16,9 +16,7 @@ use crate::extract::{Json, Manager, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(revoke))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -52,10 +50,7 @@ async fn create(
     }
     let (record, key) = keys::create(&state.db, auth.workspace_id, &name, &scopes).await?;
     let key = key.expose().to_owned();
-    Ok((
-        StatusCode::CREATED,
-        JsonResponse(CreatedKey { record, key }),
-    ))
+    Ok((StatusCode::CREATED, JsonResponse(CreatedKey { record, key })))
 }
 
 /// Lists the workspace's keys (prefixes only, never secrets).
@@ -67,21 +62,14 @@ async fn list(
     Query(query): Query<PageQuery>,
 ) -> Result<JsonResponse<List<ApiKeyRecord>>> {
     let page = query.page()?;
-    Ok(List::new(
-        page,
-        keys::list(&state.db, auth.workspace_id, page).await?,
-    ))
+    Ok(List::new(page, keys::list(&state.db, auth.workspace_id, page).await?))
 }
 
 /// Revokes a key; it stops authenticating at once on this replica, within seconds on others.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
     params(("id" = String, Path, description = "Key id (`key_…`)")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn revoke(
-    State(state): State<AppState>,
-    Manager(auth): Manager,
-    Path(id): Path<KeyId>,
-) -> Result<StatusCode> {
+async fn revoke(State(state): State<AppState>, Manager(auth): Manager, Path(id): Path<KeyId>) -> Result<StatusCode> {
     let hash = keys::revoke(&state.db, auth.workspace_id, id)
         .await?
         .ok_or_else(|| Error::from(runq_shared::Error::key_not_found()))?;

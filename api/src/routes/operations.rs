@@ -17,9 +17,7 @@ use crate::extract::{Caller, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(get))
-        .routes(routes!(results))
+    OpenApiRouter::new().routes(routes!(get)).routes(routes!(results))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -49,10 +47,7 @@ pub struct OperationBody {
 impl OperationBody {
     /// A freshly accepted operation.
     pub fn pending(id: OperationId, total: usize) -> Self {
-        let progress = Progress {
-            total: i64::try_from(total).unwrap_or(i64::MAX),
-            ..Progress::default()
-        };
+        let progress = Progress { total: i64::try_from(total).unwrap_or(i64::MAX), ..Progress::default() };
         Self::new(id, &progress, total > 1, None)
     }
 
@@ -61,11 +56,7 @@ impl OperationBody {
             operation_id: id,
             status: progress.status(),
             check_url: format!("/v1/operations/{id}"),
-            progress: ProgressBody {
-                total: progress.total,
-                completed: progress.completed,
-                failed: progress.failed,
-            },
+            progress: ProgressBody { total: progress.total, completed: progress.completed, failed: progress.failed },
             result,
             results_url: batch.then(|| format!("/v1/operations/{id}/results")),
         }
@@ -93,9 +84,7 @@ async fn get(
     } else {
         None
     };
-    Ok(JsonResponse(OperationBody::new(
-        id, &progress, batch, result,
-    )))
+    Ok(JsonResponse(OperationBody::new(id, &progress, batch, result)))
 }
 
 /// The runs of an operation in item order, paginated.
@@ -110,16 +99,6 @@ async fn results(
 ) -> Result<JsonResponse<List<RunObject>>> {
     let page = query.page()?;
     let (operation, _) = operations::get(&state.db, auth.workspace_id, id).await?;
-    let items = runs::of_operation(&state.db, id, page)
-        .await?
-        .into_iter()
-        .map(RunObject::from)
-        .collect();
-    Ok(List::new(
-        page,
-        runq_shared::db::Paged {
-            items,
-            total: i64::from(operation.total),
-        },
-    ))
+    let items = runs::of_operation(&state.db, id, page).await?.into_iter().map(RunObject::from).collect();
+    Ok(List::new(page, runq_shared::db::Paged { items, total: i64::from(operation.total) }))
 }

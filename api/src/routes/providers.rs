@@ -16,9 +16,7 @@ use crate::extract::{Json, Manager, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create, list))
-        .routes(routes!(get))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -60,10 +58,7 @@ async fn list(
     Query(query): Query<PageQuery>,
 ) -> Result<JsonResponse<List<Provider>>> {
     let page = query.page()?;
-    Ok(List::new(
-        page,
-        providers::list(&state.db, auth.workspace_id, page).await?,
-    ))
+    Ok(List::new(page, providers::list(&state.db, auth.workspace_id, page).await?))
 }
 
 /// Shows one provider, by id or name.
@@ -76,7 +71,5 @@ async fn get(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Provider>> {
     let provider = ProviderRef::parse(&id)?;
-    Ok(JsonResponse(
-        providers::get(&state.db, auth.workspace_id, &provider).await?,
-    ))
+    Ok(JsonResponse(providers::get(&state.db, auth.workspace_id, &provider).await?))
 }

@@ -16,10 +16,7 @@ use crate::extract::{Caller, Json, Path, Query};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(get))
-        .routes(routes!(messages))
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(get)).routes(routes!(messages))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -44,10 +41,7 @@ async fn create(
         None => ThreadId::generate(),
     };
     let metadata = body.metadata.unwrap_or_else(|| serde_json::json!({}));
-    Ok((
-        StatusCode::CREATED,
-        JsonResponse(threads::create(&state.db, auth.workspace_id, &id, metadata).await?),
-    ))
+    Ok((StatusCode::CREATED, JsonResponse(threads::create(&state.db, auth.workspace_id, &id, metadata).await?)))
 }
 
 /// Shows a thread.
@@ -59,9 +53,7 @@ async fn get(
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Thread>> {
     let id = ThreadId::parse("id", &id)?;
-    Ok(JsonResponse(
-        threads::get(&state.db, auth.workspace_id, &id).await?,
-    ))
+    Ok(JsonResponse(threads::get(&state.db, auth.workspace_id, &id).await?))
 }
 
 /// The thread's messages, oldest first.
@@ -75,8 +67,5 @@ async fn messages(
 ) -> Result<JsonResponse<List<StoredMessage>>> {
     let page = query.page()?;
     let id = ThreadId::parse("id", &id)?;
-    Ok(List::new(
-        page,
-        threads::messages(&state.db, auth.workspace_id, &id, page).await?,
-    ))
+    Ok(List::new(page, threads::messages(&state.db, auth.workspace_id, &id, page).await?))
 }

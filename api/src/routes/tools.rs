@@ -22,7 +22,5 @@ pub struct ToolList {
 #[utoipa::path(get, path = "/v1/tools", tag = "tools", security(("api_key" = [])),
     responses((status = 200, body = ToolList), (status = 401, body = crate::error::ErrorBody)))]
 async fn list(_: Caller) -> Json<ToolList> {
-    Json(ToolList {
-        data: builtin_tools(),
-    })
+    Json(ToolList { data: builtin_tools() })
 }

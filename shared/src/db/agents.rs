@@ -53,54 +53,39 @@ macro_rules! select {
 }
 
 fn slug_taken(slug: &Slug) -> Error {
-    Error::conflict(
-        "agent_slug_taken",
-        format!("An agent with slug {:?} already exists", slug.as_str()),
-    )
+    Error::conflict("agent_slug_taken", format!("An agent with slug {:?} already exists", slug.as_str()))
 }
 
 pub async fn create(db: &PgPool, workspace: WorkspaceId, new: NewAgent) -> Result<Agent> {
     let id = AgentId::new();
-    sqlx::query(
-        "insert into agents (id, workspace_id, name, slug, description, tags) values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(workspace)
-    .bind(&new.name)
-    .bind(&new.slug)
-    .bind(&new.description)
-    .bind(&new.tags)
-    .execute(db)
-    .await
-    .on_constraint("agents_workspace_slug_key", || slug_taken(&new.slug))?;
+    sqlx::query("insert into agents (id, workspace_id, name, slug, description, tags) values ($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(workspace)
+        .bind(&new.name)
+        .bind(&new.slug)
+        .bind(&new.description)
+        .bind(&new.tags)
+        .execute(db)
+        .await
+        .on_constraint("agents_workspace_slug_key", || slug_taken(&new.slug))?;
     by_id(db, id).await?.ok_or_else(Error::agent_not_found)
 }
 
 async fn by_id(db: impl PgExecutor<'_>, id: AgentId) -> Result<Option<Agent>> {
-    Ok(sqlx::query_as(concat!(select!(), "where a.id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!(select!(), "where a.id = $1")).bind(id).fetch_optional(db).await?)
 }
 
 /// Resolves an agent by id or slug. An id of another workspace's agent is
 /// [`Error::OtherWorkspace`], so the API can answer 403 rather than pretend it does not exist.
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-) -> Result<Agent> {
+pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, agent: &AgentRef) -> Result<Agent> {
     let found = match agent {
         AgentRef::Id(id) => by_id(db, *id).await?,
         AgentRef::Slug(slug) => {
-            sqlx::query_as(concat!(
-                select!(),
-                "where a.workspace_id = $1 and a.slug = $2"
-            ))
-            .bind(workspace)
-            .bind(slug)
-            .fetch_optional(db)
-            .await?
+            sqlx::query_as(concat!(select!(), "where a.workspace_id = $1 and a.slug = $2"))
+                .bind(workspace)
+                .bind(slug)
+                .fetch_optional(db)
+                .await?
         }
     };
     match found {
@@ -110,12 +95,7 @@ pub async fn get(
     }
 }
 
-pub async fn list(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    page: Page,
-    include_archived: bool,
-) -> Result<Paged<Agent>> {
+pub async fn list(db: &PgPool, workspace: WorkspaceId, page: Page, include_archived: bool) -> Result<Paged<Agent>> {
     let items = sqlx::query_as(concat!(
         select!(),
         "where a.workspace_id = $1 and ($2 or a.archived_at is null)
@@ -127,22 +107,16 @@ pub async fn list(
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let (total,) = sqlx::query_as(
-        "select count(*) from agents where workspace_id = $1 and ($2 or archived_at is null)",
-    )
-    .bind(workspace)
-    .bind(include_archived)
-    .fetch_one(db)
-    .await?;
+    let (total,) =
+        sqlx::query_as("select count(*) from agents where workspace_id = $1 and ($2 or archived_at is null)")
+            .bind(workspace)
+            .bind(include_archived)
+            .fetch_one(db)
+            .await?;
     Ok(Paged { items, total })
 }
 
-pub async fn update(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-    patch: AgentPatch,
-) -> Result<Agent> {
+pub async fn update(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, patch: AgentPatch) -> Result<Agent> {
     let current = get(db, workspace, agent).await?;
     let slug = patch.slug.clone();
     sqlx::query(
@@ -158,9 +132,7 @@ pub async fn update(
     .execute(db)
     .await
     .on_constraint("agents_workspace_slug_key", || slug_taken(slug.as_ref().expect("only a new slug can clash")))?;
-    by_id(db, current.id)
-        .await?
-        .ok_or_else(Error::agent_not_found)
+    by_id(db, current.id).await?.ok_or_else(Error::agent_not_found)
 }
 
 /// Archives an agent: it leaves listings and takes no new runs, but its history stays.
@@ -170,7 +142,5 @@ pub async fn archive(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
         .bind(current.id)
         .execute(db)
         .await?;
-    by_id(db, current.id)
-        .await?
-        .ok_or_else(Error::agent_not_found)
+    by_id(db, current.id).await?.ok_or_else(Error::agent_not_found)
 }

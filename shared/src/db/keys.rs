@@ -71,12 +71,11 @@ pub async fn create(
 
 /// Resolves a key hash to its workspace and scopes; revoked and unknown keys resolve to `None`.
 pub async fn authenticate(db: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyAuth>> {
-    let row: Option<(KeyId, WorkspaceId, Vec<String>)> = sqlx::query_as(
-        "select id, workspace_id, scopes from api_keys where key_hash = $1 and revoked_at is null",
-    )
-    .bind(&hash[..])
-    .fetch_optional(db)
-    .await?;
+    let row: Option<(KeyId, WorkspaceId, Vec<String>)> =
+        sqlx::query_as("select id, workspace_id, scopes from api_keys where key_hash = $1 and revoked_at is null")
+            .bind(&hash[..])
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(|(key_id, workspace_id, scopes)| KeyAuth {
         key_id,
         workspace_id,
@@ -96,10 +95,8 @@ pub async fn list(db: &PgPool, workspace: WorkspaceId, page: Page) -> Result<Pag
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let (total,) = sqlx::query_as("select count(*) from api_keys where workspace_id = $1")
-        .bind(workspace)
-        .fetch_one(db)
-        .await?;
+    let (total,) =
+        sqlx::query_as("select count(*) from api_keys where workspace_id = $1").bind(workspace).fetch_one(db).await?;
     Ok(Paged { items, total })
 }
 

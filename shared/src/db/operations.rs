@@ -30,11 +30,7 @@ impl Progress {
     /// Operation status (seed 001 wording): `pending | running | succeeded | failed`.
     pub fn status(&self) -> &'static str {
         if self.completed + self.failed >= self.total {
-            if self.failed == self.total && self.total > 0 {
-                "failed"
-            } else {
-                "succeeded"
-            }
+            if self.failed == self.total && self.total > 0 { "failed" } else { "succeeded" }
         } else if self.running + self.completed + self.failed > 0 {
             "running"
         } else {
@@ -47,12 +43,7 @@ impl Progress {
     }
 }
 
-pub async fn create(
-    db: impl PgExecutor<'_>,
-    workspace: WorkspaceId,
-    kind: &str,
-    total: usize,
-) -> Result<OperationId> {
+pub async fn create(db: impl PgExecutor<'_>, workspace: WorkspaceId, kind: &str, total: usize) -> Result<OperationId> {
     let id = OperationId::new();
     sqlx::query("insert into operations (id, workspace_id, kind, total) values ($1, $2, $3, $4)")
         .bind(id)
@@ -67,17 +58,13 @@ pub async fn create(
 /// Gives a run an operation to be polled by (a sync call that outlived its wait), once.
 pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<OperationId> {
     let mut tx = db.begin().await?;
-    let (existing,): (Option<OperationId>,) = sqlx::query_as(
-        "select operation_id from runs where id = $1 and workspace_id = $2 for update",
-    )
-    .bind(run)
-    .bind(workspace)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(Error::NotFound {
-        code: "run_not_found",
-        message: "Run not found",
-    })?;
+    let (existing,): (Option<OperationId>,) =
+        sqlx::query_as("select operation_id from runs where id = $1 and workspace_id = $2 for update")
+            .bind(run)
+            .bind(workspace)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })?;
     if let Some(id) = existing {
         return Ok(id);
     }
@@ -91,22 +78,14 @@ pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<
     Ok(id)
 }
 
-pub async fn get(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    id: OperationId,
-) -> Result<(Operation, Progress)> {
-    let operation: Operation = sqlx::query_as(
-        "select id, kind, total, created_at from operations where id = $1 and workspace_id = $2",
-    )
-    .bind(id)
-    .bind(workspace)
-    .fetch_optional(db)
-    .await?
-    .ok_or(Error::NotFound {
-        code: "operation_not_found",
-        message: "Operation not found",
-    })?;
+pub async fn get(db: &PgPool, workspace: WorkspaceId, id: OperationId) -> Result<(Operation, Progress)> {
+    let operation: Operation =
+        sqlx::query_as("select id, kind, total, created_at from operations where id = $1 and workspace_id = $2")
+            .bind(id)
+            .bind(workspace)
+            .fetch_optional(db)
+            .await?
+            .ok_or(Error::NotFound { code: "operation_not_found", message: "Operation not found" })?;
     let progress = sqlx::query_as(
         "select $2::bigint as total,
                 count(*) filter (where status = 'completed') as completed,

@@ -38,16 +38,8 @@ macro_rules! columns {
     };
 }
 
-pub async fn create(
-    db: &PgPool,
-    master_key: &MasterKey,
-    workspace: WorkspaceId,
-    new: NewProvider,
-) -> Result<Provider> {
-    let sealed = new
-        .api_key
-        .as_ref()
-        .map(|k| master_key.seal(k.expose().as_bytes()));
+pub async fn create(db: &PgPool, master_key: &MasterKey, workspace: WorkspaceId, new: NewProvider) -> Result<Provider> {
+    let sealed = new.api_key.as_ref().map(|k| master_key.seal(k.expose().as_bytes()));
     sqlx::query_as(concat!(
         "insert into providers (id, workspace_id, name, kind, base_url, api_key_sealed)
          values ($1, $2, $3, $4, $5, $6) returning ",
@@ -63,10 +55,7 @@ pub async fn create(
     .fetch_one(db)
     .await
     .on_constraint("providers_workspace_name_key", || {
-        Error::conflict(
-            "provider_name_taken",
-            format!("A provider named {:?} already exists", new.name),
-        )
+        Error::conflict("provider_name_taken", format!("A provider named {:?} already exists", new.name))
     })
 }
 
@@ -81,37 +70,24 @@ pub async fn list(db: &PgPool, workspace: WorkspaceId, page: Page) -> Result<Pag
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let (total,) = sqlx::query_as("select count(*) from providers where workspace_id = $1")
-        .bind(workspace)
-        .fetch_one(db)
-        .await?;
+    let (total,) =
+        sqlx::query_as("select count(*) from providers where workspace_id = $1").bind(workspace).fetch_one(db).await?;
     Ok(Paged { items, total })
 }
 
 /// Finds a provider of `workspace` by id or name.
-pub async fn get(
-    db: impl sqlx::PgExecutor<'_>,
-    workspace: WorkspaceId,
-    provider: &ProviderRef,
-) -> Result<Provider> {
+pub async fn get(db: impl sqlx::PgExecutor<'_>, workspace: WorkspaceId, provider: &ProviderRef) -> Result<Provider> {
     let query = match provider {
-        ProviderRef::Id(id) => sqlx::query_as(concat!(
-            "select ",
-            columns!(),
-            " from providers where workspace_id = $1 and id = $2"
-        ))
-        .bind(workspace)
-        .bind(*id),
-        ProviderRef::Name(name) => sqlx::query_as(concat!(
-            "select ",
-            columns!(),
-            " from providers where workspace_id = $1 and name = $2"
-        ))
-        .bind(workspace)
-        .bind(name.as_str()),
+        ProviderRef::Id(id) => {
+            sqlx::query_as(concat!("select ", columns!(), " from providers where workspace_id = $1 and id = $2"))
+                .bind(workspace)
+                .bind(*id)
+        }
+        ProviderRef::Name(name) => {
+            sqlx::query_as(concat!("select ", columns!(), " from providers where workspace_id = $1 and name = $2"))
+                .bind(workspace)
+                .bind(name.as_str())
+        }
     };
-    query
-        .fetch_optional(db)
-        .await?
-        .ok_or_else(Error::provider_not_found)
+    query.fetch_optional(db).await?.ok_or_else(Error::provider_not_found)
 }

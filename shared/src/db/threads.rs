@@ -42,12 +42,7 @@ pub async fn ensure(db: impl PgExecutor<'_>, workspace: WorkspaceId, ids: &[&str
 }
 
 /// Creates a thread; a taken id is a conflict.
-pub async fn create(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    id: &ThreadId,
-    metadata: serde_json::Value,
-) -> Result<Thread> {
+pub async fn create(db: &PgPool, workspace: WorkspaceId, id: &ThreadId, metadata: serde_json::Value) -> Result<Thread> {
     sqlx::query_as("insert into threads (workspace_id, id, metadata) values ($1, $2, $3) returning id, metadata, created_at, updated_at")
         .bind(workspace)
         .bind(id.as_str())
@@ -66,12 +61,7 @@ pub async fn get(db: &PgPool, workspace: WorkspaceId, id: &ThreadId) -> Result<T
         .ok_or(Error::NotFound { code: "thread_not_found", message: "Thread not found" })
 }
 
-pub async fn messages(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    id: &ThreadId,
-    page: Page,
-) -> Result<Paged<StoredMessage>> {
+pub async fn messages(db: &PgPool, workspace: WorkspaceId, id: &ThreadId, page: Page) -> Result<Paged<StoredMessage>> {
     get(db, workspace, id).await?;
     let items = sqlx::query_as(
         "select id, run_id, content, created_at from messages where workspace_id = $1 and thread_id = $2
@@ -83,12 +73,11 @@ pub async fn messages(
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let (total,) =
-        sqlx::query_as("select count(*) from messages where workspace_id = $1 and thread_id = $2")
-            .bind(workspace)
-            .bind(id.as_str())
-            .fetch_one(db)
-            .await?;
+    let (total,) = sqlx::query_as("select count(*) from messages where workspace_id = $1 and thread_id = $2")
+        .bind(workspace)
+        .bind(id.as_str())
+        .fetch_one(db)
+        .await?;
     Ok(Paged { items, total })
 }
 

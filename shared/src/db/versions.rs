@@ -43,29 +43,20 @@ pub struct NewVersion {
 }
 
 /// Locks the agent row so version numbering and deployment are serialized per agent.
-async fn lock_agent(
-    tx: &mut Transaction<'_, Postgres>,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-) -> Result<AgentId> {
+async fn lock_agent(tx: &mut Transaction<'_, Postgres>, workspace: WorkspaceId, agent: &AgentRef) -> Result<AgentId> {
     let agent = agents::get(&mut **tx, workspace, agent).await?;
-    sqlx::query("select 1 from agents where id = $1 for update")
-        .bind(agent.id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("select 1 from agents where id = $1 for update").bind(agent.id).execute(&mut **tx).await?;
     Ok(agent.id)
 }
 
-async fn set_deployed(
-    tx: &mut Transaction<'_, Postgres>,
-    agent: AgentId,
-    version: VersionId,
-) -> Result<Version> {
-    sqlx::query("update agent_versions set deployed = false, deployed_at = null where agent_id = $1 and deployed and id <> $2")
-        .bind(agent)
-        .bind(version)
-        .execute(&mut **tx)
-        .await?;
+async fn set_deployed(tx: &mut Transaction<'_, Postgres>, agent: AgentId, version: VersionId) -> Result<Version> {
+    sqlx::query(
+        "update agent_versions set deployed = false, deployed_at = null where agent_id = $1 and deployed and id <> $2",
+    )
+    .bind(agent)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query_as(
         "update agent_versions set deployed = true, deployed_at = coalesce(deployed_at, now())
          where agent_id = $1 and id = $2 returning *",
@@ -77,12 +68,7 @@ async fn set_deployed(
     .ok_or_else(Error::version_not_found)
 }
 
-pub async fn create(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-    new: NewVersion,
-) -> Result<Version> {
+pub async fn create(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, new: NewVersion) -> Result<Version> {
     let mut tx = db.begin().await?;
     let agent = lock_agent(&mut tx, workspace, agent).await?;
     let provider = crate::db::providers::get(&mut *tx, workspace, &new.provider).await?;
@@ -114,12 +100,7 @@ pub async fn create(
 }
 
 /// Makes `version` the agent's deployed version (also how a rollback is done).
-pub async fn deploy(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-    version: VersionId,
-) -> Result<Version> {
+pub async fn deploy(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, version: VersionId) -> Result<Version> {
     let mut tx = db.begin().await?;
     let agent = lock_agent(&mut tx, workspace, agent).await?;
     let version = set_deployed(&mut tx, agent, version).await?;
@@ -127,34 +108,21 @@ pub async fn deploy(
     Ok(version)
 }
 
-pub async fn list(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-    page: Page,
-) -> Result<Paged<Version>> {
+pub async fn list(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, page: Page) -> Result<Paged<Version>> {
     let agent = agents::get(db, workspace, agent).await?;
-    let items = sqlx::query_as(
-        "select * from agent_versions where agent_id = $1 order by number desc limit $2 offset $3",
-    )
-    .bind(agent.id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(db)
-    .await?;
-    let (total,) = sqlx::query_as("select count(*) from agent_versions where agent_id = $1")
-        .bind(agent.id)
-        .fetch_one(db)
-        .await?;
+    let items =
+        sqlx::query_as("select * from agent_versions where agent_id = $1 order by number desc limit $2 offset $3")
+            .bind(agent.id)
+            .bind(page.limit())
+            .bind(page.offset())
+            .fetch_all(db)
+            .await?;
+    let (total,) =
+        sqlx::query_as("select count(*) from agent_versions where agent_id = $1").bind(agent.id).fetch_one(db).await?;
     Ok(Paged { items, total })
 }
 
-pub async fn get(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    agent: &AgentRef,
-    version: VersionId,
-) -> Result<Version> {
+pub async fn get(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, version: VersionId) -> Result<Version> {
     let agent = agents::get(db, workspace, agent).await?;
     sqlx::query_as("select * from agent_versions where agent_id = $1 and id = $2")
         .bind(agent.id)

@@ -27,10 +27,7 @@ pub async fn create(db: &PgPool, name: &str) -> Result<Workspace> {
         .fetch_one(db)
         .await
         .on_constraint("workspaces_name_key", || {
-            Error::conflict(
-                "workspace_exists",
-                format!("A workspace named {name:?} already exists"),
-            )
+            Error::conflict("workspace_exists", format!("A workspace named {name:?} already exists"))
         })
 }
 
@@ -43,10 +40,8 @@ pub async fn ensure_admin_key(db: &PgPool, name: &str, key: &ApiKey) -> Result<W
         .bind(name)
         .execute(&mut *tx)
         .await?;
-    let (workspace,): (WorkspaceId,) = sqlx::query_as("select id from workspaces where name = $1")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (workspace,): (WorkspaceId,) =
+        sqlx::query_as("select id from workspaces where name = $1").bind(name).fetch_one(&mut *tx).await?;
     sqlx::query(
         "insert into api_keys (id, workspace_id, name, prefix, key_hash, scopes)
          values ($1, $2, 'admin (RUNQ_ADMIN_KEY)', $3, $4, $5)

@@ -32,14 +32,8 @@ struct Usage {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'a> {
-    Text {
-        text: &'a str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: &'a Value,
-    },
+    Text { text: &'a str },
+    ToolUse { id: &'a str, name: &'a str, input: &'a Value },
 }
 
 #[derive(Serialize)]
@@ -58,25 +52,12 @@ struct Message<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Event<'a> {
-    MessageStart {
-        message: Message<'a>,
-    },
-    ContentBlockStart {
-        index: u32,
-        content_block: Block<'a>,
-    },
+    MessageStart { message: Message<'a> },
+    ContentBlockStart { index: u32, content_block: Block<'a> },
     Ping,
-    ContentBlockDelta {
-        index: u32,
-        delta: BlockDelta<'a>,
-    },
-    ContentBlockStop {
-        index: u32,
-    },
-    MessageDelta {
-        delta: MessageDelta<'a>,
-        usage: DeltaUsage,
-    },
+    ContentBlockDelta { index: u32, delta: BlockDelta<'a> },
+    ContentBlockStop { index: u32 },
+    MessageDelta { delta: MessageDelta<'a>, usage: DeltaUsage },
     MessageStop,
 }
 
@@ -183,10 +164,7 @@ impl Protocol for Anthropic {
             let blocks = content.as_array().map(Vec::as_slice).unwrap_or_default();
             for block in blocks {
                 if block.get("type").and_then(Value::as_str) == Some("tool_result") {
-                    let result = block
-                        .get("content")
-                        .and_then(joined_text)
-                        .unwrap_or(Cow::Borrowed(""));
+                    let result = block.get("content").and_then(joined_text).unwrap_or(Cow::Borrowed(""));
                     collected.tool_result(result);
                 }
             }
@@ -225,10 +203,7 @@ impl Protocol for Anthropic {
                     content: &[],
                     stop_reason: None,
                     stop_sequence: None,
-                    usage: Usage {
-                        input_tokens: plan.input_tokens,
-                        output_tokens: 1,
-                    },
+                    usage: Usage { input_tokens: plan.input_tokens, output_tokens: 1 },
                 },
             }
             .write(buf);
@@ -237,19 +212,11 @@ impl Protocol for Anthropic {
         match &plan.reply {
             Reply::Text(text) => {
                 frames.push(Kind::Preamble, |buf| {
-                    Event::ContentBlockStart {
-                        index: 0,
-                        content_block: Block::Text { text: "" },
-                    }
-                    .write(buf);
+                    Event::ContentBlockStart { index: 0, content_block: Block::Text { text: "" } }.write(buf);
                 });
                 for token in tokens(text) {
                     frames.push(Kind::Token, |buf| {
-                        Event::ContentBlockDelta {
-                            index: 0,
-                            delta: BlockDelta::TextDelta { text: token },
-                        }
-                        .write(buf);
+                        Event::ContentBlockDelta { index: 0, delta: BlockDelta::TextDelta { text: token } }.write(buf);
                     });
                 }
             }
@@ -258,11 +225,7 @@ impl Protocol for Anthropic {
                 frames.push(Kind::Token, |buf| {
                     Event::ContentBlockStart {
                         index: 0,
-                        content_block: Block::ToolUse {
-                            id: &tool_id,
-                            name,
-                            input: &empty,
-                        },
+                        content_block: Block::ToolUse { id: &tool_id, name, input: &empty },
                     }
                     .write(buf);
                 });
@@ -270,9 +233,7 @@ impl Protocol for Anthropic {
                     frames.push(Kind::Token, |buf| {
                         Event::ContentBlockDelta {
                             index: 0,
-                            delta: BlockDelta::InputJsonDelta {
-                                partial_json: fragment,
-                            },
+                            delta: BlockDelta::InputJsonDelta { partial_json: fragment },
                         }
                         .write(buf);
                     });
@@ -284,13 +245,8 @@ impl Protocol for Anthropic {
         });
         frames.push(Kind::Terminal, |buf| {
             Event::MessageDelta {
-                delta: MessageDelta {
-                    stop_reason: stop_reason(&plan.reply),
-                    stop_sequence: None,
-                },
-                usage: DeltaUsage {
-                    output_tokens: plan.output_tokens,
-                },
+                delta: MessageDelta { stop_reason: stop_reason(&plan.reply), stop_sequence: None },
+                usage: DeltaUsage { output_tokens: plan.output_tokens },
             }
             .write(buf);
         });
@@ -302,11 +258,7 @@ impl Protocol for Anthropic {
         let tool_id = format!("toolu_{id}");
         let block = match &plan.reply {
             Reply::Text(text) => Block::Text { text },
-            Reply::Tool { name, input, .. } => Block::ToolUse {
-                id: &tool_id,
-                name,
-                input,
-            },
+            Reply::Tool { name, input, .. } => Block::ToolUse { id: &tool_id, name, input },
         };
         let message = Message {
             id: &message_id,
@@ -316,10 +268,7 @@ impl Protocol for Anthropic {
             content: &[block],
             stop_reason: Some(stop_reason(&plan.reply)),
             stop_sequence: None,
-            usage: Usage {
-                input_tokens: plan.input_tokens,
-                output_tokens: plan.output_tokens,
-            },
+            usage: Usage { input_tokens: plan.input_tokens, output_tokens: plan.output_tokens },
         };
         let mut buf = Vec::with_capacity(384);
         write_json(&mut buf, &message);

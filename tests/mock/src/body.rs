@@ -81,20 +81,11 @@ impl Frames {
             self.tokens += 1;
         }
         write(&mut self.buf);
-        self.marks.push(Mark {
-            end: self.buf.len(),
-            delay,
-            kind,
-        });
+        self.marks.push(Mark { end: self.buf.len(), delay, kind });
     }
 
     /// Turns the frames into a body, applying a fault cut-off.
-    pub(crate) fn into_stream(
-        self,
-        cut: Cut,
-        guard: RequestGuard,
-        shutdown: CancellationToken,
-    ) -> ResponseStream {
+    pub(crate) fn into_stream(self, cut: Cut, guard: RequestGuard, shutdown: CancellationToken) -> ResponseStream {
         let (limit, tail) = match cut {
             Cut::Full => (usize::MAX, Tail::End),
             Cut::HangAfter(n) => (n, Tail::Hang(shutdown)),
@@ -116,10 +107,7 @@ impl Frames {
                 tokens += 1;
             }
             if !mark.delay.is_zero() && end > start {
-                segments.push(Segment {
-                    delay: pending,
-                    bytes: start..end,
-                });
+                segments.push(Segment { delay: pending, bytes: start..end });
                 start = end;
                 pending = Duration::ZERO;
             }
@@ -127,10 +115,7 @@ impl Frames {
             end = mark.end;
         }
         if end > start {
-            segments.push(Segment {
-                delay: pending,
-                bytes: start..end,
-            });
+            segments.push(Segment { delay: pending, bytes: start..end });
         }
         let mut buf = self.buf;
         buf.truncate(end);
@@ -167,24 +152,13 @@ pub(crate) struct ResponseStream {
 
 impl ResponseStream {
     fn new(data: Bytes, segments: Vec<Segment>, tail: Tail, guard: RequestGuard) -> Self {
-        ResponseStream {
-            data,
-            segments,
-            next: 0,
-            sleep: None,
-            tail,
-            hang: None,
-            guard,
-        }
+        ResponseStream { data, segments, next: 0, sleep: None, tail, hang: None, guard }
     }
 
     /// A complete body sent in one chunk.
     pub(crate) fn whole(data: Vec<u8>, guard: RequestGuard) -> Self {
         let len = data.len();
-        let segments = vec![Segment {
-            delay: Duration::ZERO,
-            bytes: 0..len,
-        }];
+        let segments = vec![Segment { delay: Duration::ZERO, bytes: 0..len }];
         ResponseStream::new(Bytes::from(data), segments, Tail::End, guard)
     }
 
@@ -197,14 +171,7 @@ impl ResponseStream {
         shutdown: CancellationToken,
     ) -> Self {
         data.truncate(len);
-        let segments = if len == 0 {
-            Vec::new()
-        } else {
-            vec![Segment {
-                delay: Duration::ZERO,
-                bytes: 0..len,
-            }]
-        };
+        let segments = if len == 0 { Vec::new() } else { vec![Segment { delay: Duration::ZERO, bytes: 0..len }] };
         let tail = match cut {
             Cut::Full => Tail::End,
             Cut::HangAfter(_) => Tail::Hang(shutdown),
@@ -221,9 +188,7 @@ impl Stream for ResponseStream {
         let this = self.get_mut();
         if let Some(segment) = this.segments.get(this.next) {
             if !segment.delay.is_zero() {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(segment.delay)));
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(segment.delay)));
                 ready!(sleep.as_mut().poll(cx));
                 this.sleep = None;
             }
@@ -255,15 +220,10 @@ impl Stream for ResponseStream {
                 // An error from the body makes hyper abort the connection
                 // without the chunked-encoding terminator, which is exactly
                 // what a provider dying mid-stream looks like.
-                Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "mock fault: drop",
-                ))))
+                Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "mock fault: drop"))))
             }
             Tail::Hang(shutdown) => {
-                let hang = this
-                    .hang
-                    .get_or_insert_with(|| Box::pin(shutdown.clone().cancelled_owned()));
+                let hang = this.hang.get_or_insert_with(|| Box::pin(shutdown.clone().cancelled_owned()));
                 ready!(hang.as_mut().poll(cx));
                 this.tail = Tail::Done;
                 Poll::Ready(Some(Err(io::Error::other("mock server shutting down"))))
@@ -281,9 +241,7 @@ pub(crate) fn tokens(text: &str) -> impl Iterator<Item = &str> {
             return None;
         }
         let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let end = rest[word_end..]
-            .find(|c: char| !c.is_whitespace())
-            .map_or(rest.len(), |i| word_end + i);
+        let end = rest[word_end..].find(|c: char| !c.is_whitespace()).map_or(rest.len(), |i| word_end + i);
         let (token, tail) = rest.split_at(end);
         rest = tail;
         Some(token)

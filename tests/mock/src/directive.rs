@@ -68,9 +68,7 @@ fn find_all(text: &str) -> impl Iterator<Item = Result<(usize, usize, &str), Dir
             }
             let Some(close) = rest.find(CLOSE) else {
                 pos = text.len();
-                return Some(Err(DirectiveError(format!(
-                    "unterminated `{OPEN}` (missing `{CLOSE}`)"
-                ))));
+                return Some(Err(DirectiveError(format!("unterminated `{OPEN}` (missing `{CLOSE}`)"))));
             };
             let end = after_open + close + CLOSE.len();
             pos = end;
@@ -80,9 +78,7 @@ fn find_all(text: &str) -> impl Iterator<Item = Result<(usize, usize, &str), Dir
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, DirectiveError> {
-    value
-        .parse()
-        .map_err(|_| DirectiveError(format!("`{key}` expects a number, got `{value}`")))
+    value.parse().map_err(|_| DirectiveError(format!("`{key}` expects a number, got `{value}`")))
 }
 
 fn parse_fault(value: &str) -> Result<Fault, DirectiveError> {
@@ -102,9 +98,8 @@ fn parse_fault(value: &str) -> Result<Fault, DirectiveError> {
 impl Directive {
     fn apply(&mut self, body: &str) -> Result<(), DirectiveError> {
         for pair in body.split_whitespace() {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| DirectiveError(format!("expected key=value, got `{pair}`")))?;
+            let (key, value) =
+                pair.split_once('=').ok_or_else(|| DirectiveError(format!("expected key=value, got `{pair}`")))?;
             match key {
                 "ttft" => self.ttft = Some(Duration::from_millis(parse_num(key, value)?)),
                 "delay" => self.delay = Some(Duration::from_millis(parse_num(key, value)?)),
@@ -179,8 +174,7 @@ mod tests {
     #[test]
     fn later_directive_wins() {
         let mut d = Directive::parse("[[mock tokens=3]]").expect("valid");
-        d.scan("[[mock tokens=9 fault=drop drop_after=4]]")
-            .expect("valid");
+        d.scan("[[mock tokens=9 fault=drop drop_after=4]]").expect("valid");
         assert_eq!(d.tokens, Some(9));
         assert_eq!(d.fault, Some(Fault::Drop));
         assert_eq!(d.drop_after, Some(4));

@@ -147,12 +147,7 @@ struct ChunkCtx<'a> {
 
 impl ChunkCtx<'_> {
     fn write(&self, buf: &mut Vec<u8>, delta: Delta<'_>, finish_reason: Option<&str>) {
-        let choices = [ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
+        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason }];
         data(
             buf,
             &Chunk {
@@ -203,10 +198,8 @@ impl Protocol for OpenAi {
     fn collect(req: &ChatRequest) -> Result<Collector<'_>, String> {
         let mut collected = Collector::default();
         for (i, message) in req.messages.iter().enumerate() {
-            let role = message
-                .get("role")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("messages[{i}].role is required"))?;
+            let role =
+                message.get("role").and_then(Value::as_str).ok_or_else(|| format!("messages[{i}].role is required"))?;
             let content = message.get("content").unwrap_or(&Value::Null);
             match role {
                 "system" | "developer" | "user" => {
@@ -231,10 +224,7 @@ impl Protocol for OpenAi {
     fn error(status: StatusCode, message: &str) -> Response {
         let (kind, code) = match status.as_u16() {
             401 => ("invalid_request_error", Some("invalid_api_key")),
-            403 => (
-                "invalid_request_error",
-                Some("unsupported_country_region_territory"),
-            ),
+            403 => ("invalid_request_error", Some("unsupported_country_region_territory")),
             404 => ("invalid_request_error", Some("model_not_found")),
             429 => ("requests", Some("rate_limit_exceeded")),
             400..=499 => ("invalid_request_error", None),
@@ -249,33 +239,17 @@ impl Protocol for OpenAi {
     fn stream(req: &ChatRequest, plan: &Plan, id: u64, frames: &mut Frames) {
         let completion_id = format!("chatcmpl-mock{id}");
         let call_id = format!("call_{id}");
-        let include_usage = req
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
-        let ctx = ChunkCtx {
-            id: &completion_id,
-            created: unix_now(),
-            model: &req.model,
-            usage_null: include_usage,
-        };
+        let include_usage = req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+        let ctx = ChunkCtx { id: &completion_id, created: unix_now(), model: &req.model, usage_null: include_usage };
         frames.push(Kind::Preamble, |buf| {
-            let delta = Delta {
-                role: Some("assistant"),
-                content: Some(""),
-                ..Delta::default()
-            };
+            let delta = Delta { role: Some("assistant"), content: Some(""), ..Delta::default() };
             ctx.write(buf, delta, None);
         });
         let finish_reason = match &plan.reply {
             Reply::Text(text) => {
                 for token in tokens(text) {
                     frames.push(Kind::Token, |buf| {
-                        let delta = Delta {
-                            content: Some(token),
-                            ..Delta::default()
-                        };
+                        let delta = Delta { content: Some(token), ..Delta::default() };
                         ctx.write(buf, delta, None);
                     });
                 }
@@ -287,15 +261,9 @@ impl Protocol for OpenAi {
                         index: 0,
                         id: Some(&call_id),
                         kind: Some("function"),
-                        function: FunctionDelta {
-                            name: Some(name),
-                            arguments: "",
-                        },
+                        function: FunctionDelta { name: Some(name), arguments: "" },
                     }];
-                    let delta = Delta {
-                        tool_calls: Some(&calls),
-                        ..Delta::default()
-                    };
+                    let delta = Delta { tool_calls: Some(&calls), ..Delta::default() };
                     ctx.write(buf, delta, None);
                 });
                 for fragment in fragments(args, 8) {
@@ -304,15 +272,9 @@ impl Protocol for OpenAi {
                             index: 0,
                             id: None,
                             kind: None,
-                            function: FunctionDelta {
-                                name: None,
-                                arguments: fragment,
-                            },
+                            function: FunctionDelta { name: None, arguments: fragment },
                         }];
-                        let delta = Delta {
-                            tool_calls: Some(&calls),
-                            ..Delta::default()
-                        };
+                        let delta = Delta { tool_calls: Some(&calls), ..Delta::default() };
                         ctx.write(buf, delta, None);
                     });
                 }
@@ -348,15 +310,9 @@ impl Protocol for OpenAi {
         let completion_id = format!("chatcmpl-mock{id}");
         let call_id = format!("call_{id}");
         let (message, finish_reason) = match &plan.reply {
-            Reply::Text(text) => (
-                AssistantMessage {
-                    role: "assistant",
-                    content: Some(text),
-                    refusal: None,
-                    tool_calls: None,
-                },
-                "stop",
-            ),
+            Reply::Text(text) => {
+                (AssistantMessage { role: "assistant", content: Some(text), refusal: None, tool_calls: None }, "stop")
+            }
             Reply::Tool { name, args, .. } => (
                 AssistantMessage {
                     role: "assistant",
@@ -365,10 +321,7 @@ impl Protocol for OpenAi {
                     tool_calls: Some([ToolCall {
                         id: &call_id,
                         kind: "function",
-                        function: Function {
-                            name,
-                            arguments: args,
-                        },
+                        function: Function { name, arguments: args },
                     }]),
                 },
                 "tool_calls",
@@ -380,12 +333,7 @@ impl Protocol for OpenAi {
             created: unix_now(),
             model: &req.model,
             system_fingerprint: None,
-            choices: [CompletionChoice {
-                index: 0,
-                message,
-                logprobs: None,
-                finish_reason,
-            }],
+            choices: [CompletionChoice { index: 0, message, logprobs: None, finish_reason }],
             usage: Usage::of(plan),
         };
         let mut buf = Vec::with_capacity(384);

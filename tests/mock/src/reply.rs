@@ -110,22 +110,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn new(collected: Collector<'_>, config: &MockConfig) -> Result<Plan, String> {
-        let Collector {
-            directive,
-            words,
-            last_user,
-            tool_result,
-        } = collected;
+        let Collector { directive, words, last_user, tool_result } = collected;
         let reply = match (&directive.tool, tool_result) {
             (Some(name), None) => {
                 let args = directive.args.as_deref().unwrap_or("{}");
                 let input: Value = serde_json::from_str(args)
                     .map_err(|e| format!("invalid mock directive: `args` is not JSON: {e}"))?;
-                Reply::Tool {
-                    name: name.clone(),
-                    args: args.to_owned(),
-                    input,
-                }
+                Reply::Tool { name: name.clone(), args: args.to_owned(), input }
             }
             (Some(name), Some(result)) => Reply::Text(format!("Tool {name} returned: {result}")),
             (None, _) => match directive.tokens.or(config.tokens) {

@@ -73,10 +73,7 @@ impl MockState {
     /// Zeroes the counters and forgets which conversations already faulted.
     pub fn reset(&self) {
         self.stats.reset();
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// Ends every stalled request (`hang`, `hang_stream`).
@@ -148,30 +145,20 @@ fn rejected_key(key: &str) -> bool {
     key == "bad-key" || key.starts_with("invalid")
 }
 
-async fn handle<P: Protocol>(
-    State(state): State<Arc<MockState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn handle<P: Protocol>(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = P::api_key(&headers);
     let mut guard = state.stats.begin(key);
     let fail = |status: StatusCode, message: &str| P::error(status, message);
 
     if rejected_key(key) {
         guard.finish();
-        return fail(
-            StatusCode::UNAUTHORIZED,
-            &format!("Incorrect API key provided: {key}."),
-        );
+        return fail(StatusCode::UNAUTHORIZED, &format!("Incorrect API key provided: {key}."));
     }
     let req: P::Request = match serde_json::from_slice(&body) {
         Ok(req) => req,
         Err(e) => {
             guard.finish();
-            return fail(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request body: {e}"),
-            );
+            return fail(StatusCode::BAD_REQUEST, &format!("invalid request body: {e}"));
         }
     };
     let plan = match P::collect(&req).and_then(|c| Plan::new(c, &state.config)) {
@@ -192,8 +179,7 @@ async fn handle<P: Protocol>(
             match fault.fault {
                 Fault::Status(code) => {
                     guard.finish();
-                    let status =
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                     return fault_response::<P>(status, fault.retry_after);
                 }
                 Fault::Hang => {
@@ -251,17 +237,13 @@ fn fault_response<P: Protocol>(status: StatusCode, retry_after: u64) -> Response
     };
     let mut response = P::error(status, message);
     if status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     }
     response
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Serializes into an in-memory buffer. Our reply types cannot fail to
@@ -306,12 +288,7 @@ impl MockServer {
                 })
                 .await
         });
-        Ok(MockServer {
-            addr,
-            state,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(MockServer { addr, state, stop: Some(stop), task: Some(task) })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -348,9 +325,7 @@ impl MockServer {
             let _ = stop.send(());
         }
         if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err()
         {
             task.abort();
         }

@@ -56,8 +56,7 @@ impl Gauge {
         // `in_flight` is a live gauge: zeroing it would underflow when the
         // requests that are still running finish.
         self.requests.store(0, Relaxed);
-        self.max_in_flight
-            .store(self.in_flight.load(Relaxed), Relaxed);
+        self.max_in_flight.store(self.in_flight.load(Relaxed), Relaxed);
     }
 
     fn snapshot(&self) -> KeyStats {
@@ -96,11 +95,7 @@ impl StatsRegistry {
             gauge.enter();
             Arc::clone(gauge)
         });
-        RequestGuard {
-            registry: Arc::clone(self),
-            key: gauge,
-            done: false,
-        }
+        RequestGuard { registry: Arc::clone(self), key: gauge, done: false }
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -11,24 +11,15 @@ fn client() -> reqwest::Client {
     // reqwest is built without a default rustls provider, and its builder
     // wants one even for plain HTTP.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .build()
-        .expect("build reqwest client")
+    reqwest::Client::builder().build().expect("build reqwest client")
 }
 
 async fn start() -> (MockServer, reqwest::Client) {
-    let server = MockServer::start(MockConfig::default())
-        .await
-        .expect("start mock");
+    let server = MockServer::start(MockConfig::default()).await.expect("start mock");
     (server, client())
 }
 
-async fn openai(
-    http: &reqwest::Client,
-    server: &MockServer,
-    key: &str,
-    body: &Value,
-) -> reqwest::Response {
+async fn openai(http: &reqwest::Client, server: &MockServer, key: &str, body: &Value) -> reqwest::Response {
     http.post(format!("{}/chat/completions", server.base_url()))
         .bearer_auth(key)
         .json(body)
@@ -37,12 +28,7 @@ async fn openai(
         .expect("send openai request")
 }
 
-async fn anthropic(
-    http: &reqwest::Client,
-    server: &MockServer,
-    key: &str,
-    body: &Value,
-) -> reqwest::Response {
+async fn anthropic(http: &reqwest::Client, server: &MockServer, key: &str, body: &Value) -> reqwest::Response {
     http.post(format!("{}/v1/messages", server.root_url()))
         .header("x-api-key", key)
         .header("anthropic-version", "2023-06-01")
@@ -77,20 +63,9 @@ fn anthropic_body(messages: Value, stream: bool) -> Value {
 
 async fn sse(response: reqwest::Response) -> Vec<Event> {
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .expect("ascii content type")
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "{content_type}"
-    );
-    response
-        .bytes_stream()
-        .eventsource()
-        .map(|event| event.expect("well-formed SSE"))
-        .collect()
-        .await
+    let content_type = response.headers()["content-type"].to_str().expect("ascii content type").to_owned();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    response.bytes_stream().eventsource().map(|event| event.expect("well-formed SSE")).collect().await
 }
 
 fn data(event: &Event) -> Value {
@@ -125,29 +100,16 @@ async fn openai_stream_concatenates_and_reports_usage() {
     let (last, chunks) = events.split_last().expect("events");
     assert_eq!(last.data, "[DONE]");
     let chunks: Vec<Value> = chunks.iter().map(data).collect();
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c["object"] == "chat.completion.chunk")
-    );
-    assert_eq!(
-        chunks[0]["choices"][0]["delta"],
-        json!({"role": "assistant", "content": ""})
-    );
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
 
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "Echo: hello   big world");
 
     let usage_chunk = chunks.last().expect("usage chunk");
     assert_eq!(usage_chunk["choices"], json!([]));
     // "Be brief." + "hello big world [[mock delay=1]]"
-    assert_eq!(
-        usage_chunk["usage"],
-        json!({"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11})
-    );
+    assert_eq!(usage_chunk["usage"], json!({"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}));
     let finish = &chunks[chunks.len() - 2];
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     assert_eq!(finish["choices"][0]["delta"], json!({}));
@@ -155,18 +117,11 @@ async fn openai_stream_concatenates_and_reports_usage() {
 
     // The non-streamed reply carries the same text.
     let body = openai_body(json!([user("hello   big world [[mock delay=1]]")]), false);
-    let reply: Value = openai(&http, &server, "k", &body)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let reply: Value = openai(&http, &server, "k", &body).await.json().await.expect("json");
     assert_eq!(reply["choices"][0]["message"]["content"], text);
 
     let stats = server.stats();
-    assert_eq!(
-        (stats.requests, stats.completed, stats.in_flight),
-        (2, 2, 0)
-    );
+    assert_eq!((stats.requests, stats.completed, stats.in_flight), (2, 2, 0));
 }
 
 #[tokio::test]
@@ -180,10 +135,7 @@ async fn openai_stream_without_usage_option_has_no_usage_chunk() {
     let events = sse(openai(&http, &server, "k", &body).await).await;
     let chunks: Vec<Value> = events[..events.len() - 1].iter().map(data).collect();
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "tok0 tok1 tok2");
 }
 
@@ -212,10 +164,7 @@ async fn openai_non_streaming_reply() {
     assert_eq!(choice["message"]["role"], "assistant");
     assert_eq!(choice["message"]["content"], "tok0 tok1 tok2 tok3 tok4");
     assert_eq!(choice["finish_reason"], "stop");
-    assert_eq!(
-        reply["usage"],
-        json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8})
-    );
+    assert_eq!(reply["usage"], json!({"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}));
 }
 
 #[tokio::test]
@@ -237,10 +186,7 @@ async fn anthropic_stream_event_sequence() {
     assert_eq!(start["message"]["model"], "claude-mock");
     // "You are a test." + "hi there [[mock tokens=4]]"
     assert_eq!(start["message"]["usage"]["input_tokens"], 8);
-    assert_eq!(
-        data(&events[2])["content_block"],
-        json!({"type": "text", "text": ""})
-    );
+    assert_eq!(data(&events[2])["content_block"], json!({"type": "text", "text": ""}));
     let text: String = events[3..7]
         .iter()
         .map(|e| {
@@ -267,15 +213,9 @@ async fn anthropic_non_streaming_reply() {
     let reply: Value = response.json().await.expect("json");
     assert_eq!(reply["type"], "message");
     assert_eq!(reply["role"], "assistant");
-    assert_eq!(
-        reply["content"],
-        json!([{"type": "text", "text": "Echo: say  something"}])
-    );
+    assert_eq!(reply["content"], json!([{"type": "text", "text": "Echo: say  something"}]));
     assert_eq!(reply["stop_reason"], "end_turn");
-    assert_eq!(
-        reply["usage"],
-        json!({"input_tokens": 8, "output_tokens": 3})
-    );
+    assert_eq!(reply["usage"], json!({"input_tokens": 8, "output_tokens": 3}));
 }
 
 #[tokio::test]
@@ -284,10 +224,7 @@ async fn openai_tool_call_then_tool_result() {
     let ask = user(r#"weather? [[mock tool=get_weather args={"city":"Paris","unit":"c"}]]"#);
     let events = sse(openai(&http, &server, "k", &openai_body(json!([ask]), true)).await).await;
     let chunks: Vec<Value> = events[..events.len() - 1].iter().map(data).collect();
-    let calls: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
-        .collect();
+    let calls: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     let head = calls[0];
     assert_eq!(head["index"], 0);
     assert_eq!(head["type"], "function");
@@ -295,10 +232,7 @@ async fn openai_tool_call_then_tool_result() {
     assert_eq!(head["function"]["arguments"], "");
     let id = head["id"].as_str().expect("call id").to_owned();
     assert!(id.starts_with("call_"), "{id}");
-    let args: String = calls[1..]
-        .iter()
-        .map(|c| c["function"]["arguments"].as_str().expect("fragment"))
-        .collect();
+    let args: String = calls[1..].iter().map(|c| c["function"]["arguments"].as_str().expect("fragment")).collect();
     assert!(calls.len() > 2, "arguments are streamed in fragments");
     assert_eq!(args, r#"{"city":"Paris","unit":"c"}"#);
     let finish = &chunks[chunks.len() - 2];
@@ -306,11 +240,7 @@ async fn openai_tool_call_then_tool_result() {
     assert_eq!(chunks[chunks.len() - 1]["usage"]["completion_tokens"], 1);
 
     // Non-streaming tool call.
-    let reply: Value = openai(&http, &server, "k", &openai_body(json!([ask]), false))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let reply: Value = openai(&http, &server, "k", &openai_body(json!([ask]), false)).await.json().await.expect("json");
     let message = &reply["choices"][0]["message"];
     assert_eq!(message["content"], Value::Null);
     assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
@@ -325,25 +255,15 @@ async fn openai_tool_call_then_tool_result() {
         ]},
         {"role": "tool", "tool_call_id": id, "content": "sunny, 21C"},
     ]);
-    let reply: Value = openai(&http, &server, "k", &openai_body(messages.clone(), false))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        reply["choices"][0]["message"]["content"],
-        "Tool get_weather returned: sunny, 21C"
-    );
+    let reply: Value =
+        openai(&http, &server, "k", &openai_body(messages.clone(), false)).await.json().await.expect("json");
+    assert_eq!(reply["choices"][0]["message"]["content"], "Tool get_weather returned: sunny, 21C");
     assert_eq!(reply["choices"][0]["finish_reason"], "stop");
 
     let events = sse(openai(&http, &server, "k", &openai_body(messages, true)).await).await;
     let text: String = events[..events.len() - 1]
         .iter()
-        .filter_map(|e| {
-            data(e)["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|e| data(e)["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(text, "Tool get_weather returned: sunny, 21C");
 }
@@ -352,14 +272,10 @@ async fn openai_tool_call_then_tool_result() {
 async fn anthropic_tool_use_then_tool_result() {
     let (server, http) = start().await;
     let ask = user(r#"look it up [[mock tool=search args={"q":"rust"}]]"#);
-    let events =
-        sse(anthropic(&http, &server, "k", &anthropic_body(json!([ask]), true)).await).await;
+    let events = sse(anthropic(&http, &server, "k", &anthropic_body(json!([ask]), true)).await).await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
-    assert_eq!(
-        names[names.len() - 3..],
-        ["content_block_stop", "message_delta", "message_stop"]
-    );
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
     let block = data(&events[2])["content_block"].clone();
     assert_eq!(block["type"], "tool_use");
     assert_eq!(block["name"], "search");
@@ -372,23 +288,14 @@ async fn anthropic_tool_use_then_tool_result() {
         .map(|e| {
             let d = data(e);
             assert_eq!(d["delta"]["type"], "input_json_delta");
-            d["delta"]["partial_json"]
-                .as_str()
-                .expect("partial")
-                .to_owned()
+            d["delta"]["partial_json"].as_str().expect("partial").to_owned()
         })
         .collect();
     assert_eq!(partial, r#"{"q":"rust"}"#);
-    assert_eq!(
-        data(&events[events.len() - 2])["delta"]["stop_reason"],
-        "tool_use"
-    );
+    assert_eq!(data(&events[events.len() - 2])["delta"]["stop_reason"], "tool_use");
 
-    let reply: Value = anthropic(&http, &server, "k", &anthropic_body(json!([ask]), false))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let reply: Value =
+        anthropic(&http, &server, "k", &anthropic_body(json!([ask]), false)).await.json().await.expect("json");
     assert_eq!(reply["stop_reason"], "tool_use");
     assert_eq!(reply["content"][0]["type"], "tool_use");
     assert_eq!(reply["content"][0]["input"], json!({"q": "rust"}));
@@ -400,20 +307,9 @@ async fn anthropic_tool_use_then_tool_result() {
             {"type": "tool_result", "tool_use_id": id, "content": [{"type": "text", "text": "3 results"}]}
         ]},
     ]);
-    let reply: Value = anthropic(
-        &http,
-        &server,
-        "k",
-        &anthropic_body(messages.clone(), false),
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
-    assert_eq!(
-        reply["content"],
-        json!([{"type": "text", "text": "Tool search returned: 3 results"}])
-    );
+    let reply: Value =
+        anthropic(&http, &server, "k", &anthropic_body(messages.clone(), false)).await.json().await.expect("json");
+    assert_eq!(reply["content"], json!([{"type": "text", "text": "Tool search returned: 3 results"}]));
     assert_eq!(reply["stop_reason"], "end_turn");
 
     let events = sse(anthropic(&http, &server, "k", &anthropic_body(messages, true)).await).await;
@@ -457,10 +353,7 @@ async fn fault_500_once_then_success() {
 #[tokio::test]
 async fn fault_429_sets_retry_after() {
     let (server, http) = start().await;
-    let body = openai_body(
-        json!([user("[[mock fault=429 retry_after=3 times=2]]")]),
-        true,
-    );
+    let body = openai_body(json!([user("[[mock fault=429 retry_after=3 times=2]]")]), true);
     for _ in 0..2 {
         let response = openai(&http, &server, "k", &body).await;
         assert_eq!(response.status(), 429);
@@ -496,10 +389,7 @@ async fn read_until_error(response: reqwest::Response) -> (String, bool) {
 #[tokio::test]
 async fn fault_drop_cuts_the_stream() {
     let (server, http) = start().await;
-    let body = openai_body(
-        json!([user("[[mock tokens=10 fault=drop drop_after=3]]")]),
-        true,
-    );
+    let body = openai_body(json!([user("[[mock tokens=10 fault=drop drop_after=3]]")]), true);
     let (received, failed) = read_until_error(openai(&http, &server, "k", &body).await).await;
     assert!(failed, "the connection must be cut, got: {received}");
     assert_eq!(received.matches("\"content\":\"tok").count(), 3);
@@ -539,11 +429,7 @@ async fn hang_stream_sends_first_token_only() {
         }
     }
     let received = String::from_utf8(received).expect("utf8");
-    assert_eq!(
-        received.matches("\"content\":\"tok").count(),
-        1,
-        "{received}"
-    );
+    assert_eq!(received.matches("\"content\":\"tok").count(), 1, "{received}");
     assert_eq!(server.stats().in_flight, 1);
     drop(stream);
     let stats = wait_stats(&server, |s| s.in_flight == 0).await;
@@ -579,10 +465,7 @@ async fn client_dropping_a_stream_counts_as_disconnected() {
     assert_eq!((stats.in_flight, stats.per_key["key-a"].in_flight), (1, 1));
     drop(events);
     let stats = wait_stats(&server, |s| s.in_flight == 0).await;
-    assert_eq!(
-        (stats.requests, stats.completed, stats.disconnected),
-        (1, 0, 1)
-    );
+    assert_eq!((stats.requests, stats.completed, stats.disconnected), (1, 0, 1));
     assert_eq!(stats.per_key["key-a"].in_flight, 0);
 }
 
@@ -598,13 +481,7 @@ async fn auth_and_validation_errors_use_protocol_shapes() {
         assert_eq!(error["error"]["code"], "invalid_api_key");
         assert!(error["error"]["message"].is_string());
     }
-    let response = anthropic(
-        &http,
-        &server,
-        "bad-key",
-        &anthropic_body(json!([user("hi")]), true),
-    )
-    .await;
+    let response = anthropic(&http, &server, "bad-key", &anthropic_body(json!([user("hi")]), true)).await;
     assert_eq!(response.status(), 401);
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["type"], "error");
@@ -645,43 +522,28 @@ async fn auth_and_validation_errors_use_protocol_shapes() {
 
 #[tokio::test]
 async fn latency_and_default_config() {
-    let server = MockServer::start(MockConfig {
-        ttft: Duration::from_millis(150),
-        delay: Duration::ZERO,
-        tokens: Some(3),
-    })
-    .await
-    .expect("start");
+    let server =
+        MockServer::start(MockConfig { ttft: Duration::from_millis(150), delay: Duration::ZERO, tokens: Some(3) })
+            .await
+            .expect("start");
     let http = client();
     let body = openai_body(json!([user("ignored")]), true);
     let started = Instant::now();
     let response = openai(&http, &server, "k", &body).await;
     // Headers come first; the body waits for the time to first token.
-    assert!(
-        started.elapsed() < Duration::from_millis(140),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(140), "{:?}", started.elapsed());
     let events = sse(response).await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     let text: String = events[..events.len() - 1]
         .iter()
-        .filter_map(|e| {
-            data(e)["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
+        .filter_map(|e| data(e)["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(text, "tok0 tok1 tok2");
 
     // Directives override the defaults: 4 tokens, 0 ttft, 40ms between tokens.
     let body = anthropic_body(json!([user("[[mock ttft=0 delay=40 tokens=4]]")]), false);
     let started = Instant::now();
-    let reply: Value = anthropic(&http, &server, "k", &body)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let reply: Value = anthropic(&http, &server, "k", &body).await.json().await.expect("json");
     assert!(started.elapsed() >= Duration::from_millis(120));
     assert_eq!(reply["content"][0]["text"], "tok0 tok1 tok2 tok3");
 }
@@ -702,28 +564,14 @@ async fn concurrency_is_tracked_per_key() {
     assert_eq!(stats.per_key["odd"].requests, 3);
 
     // The HTTP control API reports the same numbers and can reset them.
-    let over_http: Stats = http
-        .get(format!("{}/_mock/stats", server.root_url()))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let over_http: Stats =
+        http.get(format!("{}/_mock/stats", server.root_url())).send().await.expect("send").json().await.expect("json");
     assert_eq!(over_http, stats);
-    let reset = http
-        .post(format!("{}/_mock/reset", server.root_url()))
-        .send()
-        .await
-        .expect("send");
+    let reset = http.post(format!("{}/_mock/reset", server.root_url())).send().await.expect("send");
     assert!(reset.status().is_success());
     assert_eq!(server.stats(), Stats::default());
 
-    let health = http
-        .get(format!("{}/health", server.root_url()))
-        .send()
-        .await
-        .expect("send");
+    let health = http.get(format!("{}/health", server.root_url())).send().await.expect("send");
     assert_eq!(health.text().await.expect("text"), "ok");
     server.shutdown().await;
 }
@@ -735,9 +583,7 @@ async fn shutdown_releases_hung_requests() {
     let body = openai_body(json!([user("[[mock fault=hang]]")]), false);
     let pending = tokio::spawn(async move { http.post(url).json(&body).send().await });
     wait_stats(&server, |s| s.in_flight == 1).await;
-    tokio::time::timeout(Duration::from_secs(3), server.shutdown())
-        .await
-        .expect("shutdown is prompt");
+    tokio::time::timeout(Duration::from_secs(3), server.shutdown()).await.expect("shutdown is prompt");
     let result = pending.await.expect("join");
     assert!(result.is_err() || result.is_ok_and(|r| r.status() == 503));
 }
@@ -755,26 +601,12 @@ fn binary_logs_its_address_and_stops_on_sigterm() {
         .expect("spawn runq-mock");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let line = lines
-        .by_ref()
-        .map(|l| l.expect("read stderr"))
-        .find(|l| l.contains("listening"))
-        .expect("listening line");
-    let addr = line
-        .split("listening addr=")
-        .nth(1)
-        .expect("addr field")
-        .trim()
-        .to_owned();
-    assert!(
-        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-        "{line}"
-    );
+    let line =
+        lines.by_ref().map(|l| l.expect("read stderr")).find(|l| l.contains("listening")).expect("listening line");
+    let addr = line.split("listening addr=").nth(1).expect("addr field").trim().to_owned();
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{line}");
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let reply: Value = runtime.block_on(async {
         client()
             .post(format!("http://{addr}/v1/chat/completions"))
@@ -788,10 +620,7 @@ fn binary_logs_its_address_and_stops_on_sigterm() {
     });
     assert_eq!(reply["choices"][0]["message"]["content"], "tok0 tok1");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
     assert!(status.success());
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");

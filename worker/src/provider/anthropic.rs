@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    ChatRequest, FinishReason, PassThrough, ProviderError, ProviderEvent, Role, Step, ToolCall,
-    Usage, WireStr, incomplete, parse_arguments, truncate, unparseable,
+    ChatRequest, FinishReason, PassThrough, ProviderError, ProviderEvent, Role, Step, ToolCall, Usage, WireStr,
+    incomplete, parse_arguments, truncate, unparseable,
 };
 
 /// Value of the `anthropic-version` header.
@@ -69,18 +69,9 @@ enum Content<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block<'a> {
-    Text {
-        text: &'a str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: Cow<'a, Value>,
-    },
-    ToolResult {
-        tool_use_id: &'a str,
-        content: &'a str,
-    },
+    Text { text: &'a str },
+    ToolUse { id: &'a str, name: &'a str, input: Cow<'a, Value> },
+    ToolResult { tool_use_id: &'a str, content: &'a str },
 }
 
 #[derive(Serialize)]
@@ -107,31 +98,22 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
                     Some(joined) => Cow::Owned(format!("{joined}\n\n{}", message.content)),
                 });
             }
-            Role::User => messages.push(Message {
-                role: "user",
-                content: Content::Text(&message.content),
-            }),
-            Role::Assistant if message.tool_calls.is_empty() => messages.push(Message {
-                role: "assistant",
-                content: Content::Text(&message.content),
-            }),
+            Role::User => messages.push(Message { role: "user", content: Content::Text(&message.content) }),
+            Role::Assistant if message.tool_calls.is_empty() => {
+                messages.push(Message { role: "assistant", content: Content::Text(&message.content) })
+            }
             Role::Assistant => {
                 let mut blocks = Vec::with_capacity(message.tool_calls.len() + 1);
                 // Empty text blocks are rejected by the API.
                 if !message.content.is_empty() {
-                    blocks.push(Block::Text {
-                        text: &message.content,
-                    });
+                    blocks.push(Block::Text { text: &message.content });
                 }
                 blocks.extend(message.tool_calls.iter().map(|call| Block::ToolUse {
                     id: &call.id,
                     name: &call.name,
                     input: tool_input(&call.arguments),
                 }));
-                messages.push(Message {
-                    role: "assistant",
-                    content: Content::Blocks(blocks),
-                });
+                messages.push(Message { role: "assistant", content: Content::Blocks(blocks) });
             }
             Role::Tool => {
                 let block = Block::ToolResult {
@@ -139,14 +121,8 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
                     content: &message.content,
                 };
                 match messages.last_mut() {
-                    Some(Message {
-                        content: Content::Blocks(blocks),
-                        ..
-                    }) if in_tool_results => blocks.push(block),
-                    _ => messages.push(Message {
-                        role: "user",
-                        content: Content::Blocks(vec![block]),
-                    }),
+                    Some(Message { content: Content::Blocks(blocks), .. }) if in_tool_results => blocks.push(block),
+                    _ => messages.push(Message { role: "user", content: Content::Blocks(vec![block]) }),
                 }
             }
         }
@@ -161,14 +137,13 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
         .find_map(|key| params.get(*key).and_then(Value::as_u64))
         .unwrap_or(DEFAULT_MAX_TOKENS);
     // Accept the OpenAI spelling so one job definition works with both protocols.
-    let stop_sequences = ["stop_sequences", "stop"]
-        .iter()
-        .find_map(|key| params.get(*key))
-        .filter(|value| !value.is_null())
-        .map(|value| match value {
-            Value::String(single) => Cow::Owned(Value::Array(vec![Value::String(single.clone())])),
-            other => Cow::Borrowed(other),
-        });
+    let stop_sequences =
+        ["stop_sequences", "stop"].iter().find_map(|key| params.get(*key)).filter(|value| !value.is_null()).map(
+            |value| match value {
+                Value::String(single) => Cow::Owned(Value::Array(vec![Value::String(single.clone())])),
+                other => Cow::Borrowed(other),
+            },
+        );
 
     Body {
         model: &request.model,
@@ -179,11 +154,7 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
         tools: request
             .tools
             .iter()
-            .map(|tool| Tool {
-                name: &tool.name,
-                description: &tool.description,
-                input_schema: &tool.parameters,
-            })
+            .map(|tool| Tool { name: &tool.name, description: &tool.description, input_schema: &tool.parameters })
             .collect(),
         stop_sequences,
         parameters: PassThrough::new(params, RESERVED),
@@ -314,11 +285,7 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn on_event(
-        &mut self,
-        event: &Event,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<Step, ProviderError> {
+    pub(crate) fn on_event(&mut self, event: &Event, out: &mut VecDeque<ProviderEvent>) -> Result<Step, ProviderError> {
         let data = event.data.as_str();
         let peeked;
         let kind = if event.event == "message" {
@@ -340,11 +307,8 @@ impl Decoder {
                         }
                     }
                     "input_json_delta" => {
-                        let block = self
-                            .open_tools
-                            .iter_mut()
-                            .find(|block| block.index == frame.index)
-                            .ok_or_else(|| {
+                        let block =
+                            self.open_tools.iter_mut().find(|block| block.index == frame.index).ok_or_else(|| {
                                 ProviderError::Protocol(format!(
                                     "input_json_delta for unknown tool_use block {}",
                                     frame.index
@@ -366,21 +330,14 @@ impl Decoder {
                     self.open_tools.push(ToolBlock {
                         index: frame.index,
                         id: block.id.map(|id| id.0.into_owned()).unwrap_or_default(),
-                        name: block
-                            .name
-                            .map(|name| name.0.into_owned())
-                            .unwrap_or_default(),
+                        name: block.name.map(|name| name.0.into_owned()).unwrap_or_default(),
                         json: String::new(),
                     });
                 }
             }
             "content_block_stop" => {
                 let frame: BlockStop = parse(kind, data)?;
-                if let Some(position) = self
-                    .open_tools
-                    .iter()
-                    .position(|block| block.index == frame.index)
-                {
+                if let Some(position) = self.open_tools.iter().position(|block| block.index == frame.index) {
                     let block = self.open_tools.swap_remove(position);
                     out.push_back(ProviderEvent::ToolCall(ToolCall {
                         id: block.id,
@@ -411,9 +368,7 @@ impl Decoder {
                     usage: Usage {
                         // Anthropic reports cached prompt tokens separately; OpenAI counts
                         // them in prompt_tokens. Summing keeps `input_tokens` comparable.
-                        input_tokens: self.input_tokens
-                            + self.cache_creation_tokens
-                            + self.cache_read_tokens,
+                        input_tokens: self.input_tokens + self.cache_creation_tokens + self.cache_read_tokens,
                         output_tokens: self.output_tokens,
                     },
                 });
@@ -430,10 +385,7 @@ impl Decoder {
     }
 
     /// Anthropic always ends with `message_stop`; anything else is a cut connection.
-    pub(crate) fn on_eof(
-        &mut self,
-        _out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<(), ProviderError> {
+    pub(crate) fn on_eof(&mut self, _out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
         Err(incomplete())
     }
 
@@ -442,10 +394,7 @@ impl Decoder {
     fn record_usage(&mut self, usage: &WireUsage) {
         let fields = [
             (usage.input_tokens, &mut self.input_tokens),
-            (
-                usage.cache_creation_input_tokens,
-                &mut self.cache_creation_tokens,
-            ),
+            (usage.cache_creation_input_tokens, &mut self.cache_creation_tokens),
             (usage.cache_read_input_tokens, &mut self.cache_read_tokens),
             (usage.output_tokens, &mut self.output_tokens),
         ];
@@ -473,10 +422,7 @@ fn finish_reason(reason: &str) -> FinishReason {
 /// Maps an `error` event (`{"type":"error","error":{"type":...,"message":...}}`) to the
 /// status the same error carries when it is returned before the stream starts.
 fn stream_error(error: &Value) -> ProviderError {
-    let kind = error
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let kind = error.get("type").and_then(Value::as_str).unwrap_or_default();
     let message = truncate(error.get("message").and_then(Value::as_str).unwrap_or(kind));
     let status = match kind {
         "invalid_request_error" => 400,
@@ -549,44 +495,28 @@ mod tests {
                 name: "get_weather".into(),
                 arguments: json!({"location": "San Francisco, CA"}),
             }),
-            ProviderEvent::ToolCall(ToolCall {
-                id: "toolu_02".into(),
-                name: "now".into(),
-                arguments: json!({}),
-            }),
+            ProviderEvent::ToolCall(ToolCall { id: "toolu_02".into(), name: "now".into(), arguments: json!({}) }),
             ProviderEvent::Finish {
                 reason: FinishReason::ToolCalls,
-                usage: Usage {
-                    input_tokens: 572,
-                    output_tokens: 89,
-                },
+                usage: Usage { input_tokens: 572, output_tokens: 89 },
             },
         ]
     }
 
     #[tokio::test]
     async fn text_and_fragmented_tool_use_stream() {
-        assert_eq!(
-            ok_events(run(whole(TOOL_STREAM)).await),
-            tool_stream_events()
-        );
+        assert_eq!(ok_events(run(whole(TOOL_STREAM)).await), tool_stream_events());
     }
 
     #[tokio::test]
     async fn stream_survives_bytewise_chunking() {
-        assert_eq!(
-            ok_events(run(bytewise(TOOL_STREAM)).await),
-            tool_stream_events()
-        );
+        assert_eq!(ok_events(run(bytewise(TOOL_STREAM)).await), tool_stream_events());
     }
 
     #[tokio::test]
     async fn frames_without_event_lines_use_the_type_field() {
-        let sse: String = TOOL_STREAM
-            .lines()
-            .filter(|line| !line.starts_with("event:"))
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let sse: String =
+            TOOL_STREAM.lines().filter(|line| !line.starts_with("event:")).map(|line| format!("{line}\n")).collect();
         assert_eq!(ok_events(run(whole(&sse)).await), tool_stream_events());
     }
 
@@ -612,10 +542,7 @@ mod tests {
                 ProviderEvent::TextDelta("Once upon".into()),
                 ProviderEvent::Finish {
                     reason: FinishReason::Length,
-                    usage: Usage {
-                        input_tokens: 12,
-                        output_tokens: 2
-                    },
+                    usage: Usage { input_tokens: 12, output_tokens: 2 },
                 },
             ]
         );
@@ -630,22 +557,13 @@ mod tests {
             "data: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n",
         );
         let items = run(whole(overloaded)).await;
-        assert_eq!(
-            items,
-            vec![Err(ProviderError::Server {
-                status: 529,
-                message: "Overloaded".into()
-            })]
-        );
+        assert_eq!(items, vec![Err(ProviderError::Server { status: 529, message: "Overloaded".into() })]);
         assert!(items[0].as_ref().unwrap_err().is_retryable());
 
         let limited = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"Slow down\"}}\n\n";
         assert_eq!(
             run(whole(limited)).await,
-            vec![Err(ProviderError::RateLimited {
-                retry_after: None,
-                message: "Slow down".into()
-            })]
+            vec![Err(ProviderError::RateLimited { retry_after: None, message: "Slow down".into() })]
         );
     }
 
@@ -653,12 +571,7 @@ mod tests {
     async fn stream_without_message_stop_is_a_transport_error() {
         let cut = &TOOL_STREAM[..TOOL_STREAM.find("event: message_delta").unwrap()];
         let items = run(whole(cut)).await;
-        assert_eq!(
-            items.last(),
-            Some(&Err(ProviderError::Transport(
-                "stream ended before completion".into()
-            )))
-        );
+        assert_eq!(items.last(), Some(&Err(ProviderError::Transport("stream ended before completion".into()))));
         // Everything decoded before the cut is still delivered.
         assert_eq!(items.len(), 5);
     }
@@ -666,10 +579,7 @@ mod tests {
     #[tokio::test]
     async fn unparseable_frame_is_a_protocol_error() {
         let items = run(whole("event: content_block_delta\ndata: {not json}\n\n")).await;
-        assert!(
-            matches!(&items[..], [Err(ProviderError::Protocol(_))]),
-            "{items:?}"
-        );
+        assert!(matches!(&items[..], [Err(ProviderError::Protocol(_))]), "{items:?}");
     }
 
     fn conversation() -> ChatRequest {
@@ -697,11 +607,7 @@ mod tests {
                 ChatMessage::tool_result("toolu_2", "24C"),
                 ChatMessage::assistant_with_tool_calls(
                     "",
-                    vec![ToolCall {
-                        id: "toolu_3".into(),
-                        name: "now".into(),
-                        arguments: Value::Null,
-                    }],
+                    vec![ToolCall { id: "toolu_3".into(), name: "now".into(), arguments: Value::Null }],
                 ),
                 ChatMessage::tool_result("toolu_3", "noon"),
                 ChatMessage::system("Answer in French."),
@@ -754,11 +660,8 @@ mod tests {
 
     #[test]
     fn request_body_translates_parameters() {
-        let mut request = ChatRequest {
-            model: "m".into(),
-            messages: vec![ChatMessage::user("hi")],
-            ..ChatRequest::default()
-        };
+        let mut request =
+            ChatRequest { model: "m".into(), messages: vec![ChatMessage::user("hi")], ..ChatRequest::default() };
         let params = &mut request.parameters;
         params.insert("max_tokens".into(), json!(256));
         params.insert("stop".into(), json!("END"));
@@ -781,10 +684,7 @@ mod tests {
     #[test]
     fn tool_input_is_always_an_object() {
         assert_eq!(tool_input(&json!({"a": 1})).into_owned(), json!({"a": 1}));
-        assert_eq!(
-            tool_input(&json!("{\"a\":1}")).into_owned(),
-            json!({"a": 1})
-        );
+        assert_eq!(tool_input(&json!("{\"a\":1}")).into_owned(), json!({"a": 1}));
         assert_eq!(tool_input(&json!("{\"a\":")).into_owned(), json!({}));
         assert_eq!(tool_input(&Value::Null).into_owned(), json!({}));
     }

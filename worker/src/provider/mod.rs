@@ -138,10 +138,7 @@ pub enum ProviderEvent {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     #[error("provider rate limited: {message}")]
-    RateLimited {
-        retry_after: Option<Duration>,
-        message: String,
-    },
+    RateLimited { retry_after: Option<Duration>, message: String },
     #[error("provider error (HTTP {status}): {message}")]
     Server { status: u16, message: String },
     /// `status` is 0 when the key was rejected locally (not a valid header value).
@@ -196,10 +193,7 @@ impl ProviderError {
     /// frames, which carry an error type rather than an HTTP status.
     pub(crate) fn from_status(status: u16, retry_after: Option<Duration>, message: String) -> Self {
         match status {
-            429 => Self::RateLimited {
-                retry_after,
-                message,
-            },
+            429 => Self::RateLimited { retry_after, message },
             401 | 403 => Self::Auth { status, message },
             // 408 is the server giving up on a slow request, not a defect in the request.
             408 | 500..=599 => Self::Server { status, message },
@@ -213,13 +207,7 @@ impl ProviderError {
 /// ignored.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds = |name: &str, scale: f64| {
-        let value = headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()?;
+        let value = headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok()?;
         Duration::try_from_secs_f64(value / scale).ok()
     };
     seconds("retry-after-ms", 1000.0).or_else(|| seconds("retry-after", 1.0))
@@ -230,12 +218,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// `{"message": ...}` or `{"detail": ...}`, and proxies answer with plain text or HTML.
 fn error_message(body: &[u8]) -> String {
     if let Ok(json) = serde_json::from_slice::<Value>(body) {
-        let candidates = [
-            json.pointer("/error/message"),
-            json.get("error"),
-            json.get("message"),
-            json.get("detail"),
-        ];
+        let candidates = [json.pointer("/error/message"), json.get("error"), json.get("message"), json.get("detail")];
         if let Some(text) = candidates.into_iter().flatten().find_map(Value::as_str) {
             return truncate(text);
         }
@@ -287,11 +270,7 @@ impl fmt::Debug for Provider {
 impl Provider {
     pub fn new(client: reqwest::Client, config: ProviderConfig) -> Self {
         let endpoint = endpoint(&config);
-        Self {
-            client,
-            config,
-            endpoint,
-        }
+        Self { client, config, endpoint }
     }
 
     pub fn config(&self) -> &ProviderConfig {
@@ -308,10 +287,7 @@ impl Provider {
     /// stalled stream surfaces as [`ProviderError::Transport`].
     pub async fn stream(&self, request: &ChatRequest) -> Result<ProviderStream, ProviderError> {
         let key = &self.config.api_key;
-        let builder = self
-            .client
-            .post(&self.endpoint)
-            .header(ACCEPT, "text/event-stream");
+        let builder = self.client.post(&self.endpoint).header(ACCEPT, "text/event-stream");
         let builder = match self.config.kind {
             // Local OpenAI-compatible servers often run without a key; an empty bearer
             // token makes some of them reject the request.
@@ -386,8 +362,7 @@ fn endpoint(config: &ProviderConfig) -> String {
 fn unexpected_content_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
     let lower = value.to_ascii_lowercase();
-    (lower.starts_with("application/json") || lower.starts_with("text/html"))
-        .then(|| value.to_owned())
+    (lower.starts_with("application/json") || lower.starts_with("text/html")).then(|| value.to_owned())
 }
 
 async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
@@ -421,11 +396,7 @@ pub(crate) enum Decoder {
 }
 
 impl Decoder {
-    fn on_event(
-        &mut self,
-        event: &Event,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<Step, ProviderError> {
+    fn on_event(&mut self, event: &Event, out: &mut VecDeque<ProviderEvent>) -> Result<Step, ProviderError> {
         match self {
             Self::OpenAi(decoder) => decoder.on_event(event, out),
             Self::Anthropic(decoder) => decoder.on_event(event, out),
@@ -477,13 +448,7 @@ impl ProviderStream {
         E: StdError + 'static,
     {
         let events = bytes.eventsource().map(|item| item.map_err(sse_error));
-        Self {
-            events: Box::pin(events),
-            decoder,
-            pending: VecDeque::new(),
-            error: None,
-            finished: false,
-        }
+        Self { events: Box::pin(events), decoder, pending: VecDeque::new(), error: None, finished: false }
     }
 
     fn finish(&mut self, error: Option<ProviderError>) {
@@ -498,15 +463,9 @@ impl ProviderStream {
 
 fn sse_error<E: StdError + 'static>(err: EventStreamError<E>) -> ProviderError {
     match err {
-        EventStreamError::Transport(err) => {
-            ProviderError::Transport(format!("{INCOMPLETE}: {}", error_chain(&err)))
-        }
-        EventStreamError::Utf8(err) => {
-            ProviderError::Protocol(format!("event stream is not valid UTF-8: {err}"))
-        }
-        EventStreamError::Parser(err) => {
-            ProviderError::Protocol(format!("malformed event stream: {err}"))
-        }
+        EventStreamError::Transport(err) => ProviderError::Transport(format!("{INCOMPLETE}: {}", error_chain(&err))),
+        EventStreamError::Utf8(err) => ProviderError::Protocol(format!("event stream is not valid UTF-8: {err}")),
+        EventStreamError::Parser(err) => ProviderError::Protocol(format!("malformed event stream: {err}")),
     }
 }
 
@@ -674,14 +633,9 @@ pub(crate) mod test_support {
     ) -> Vec<Result<ProviderEvent, ProviderError>> {
         let mut items: Vec<Result<Vec<u8>, std::io::Error>> = chunks.into_iter().map(Ok).collect();
         if fail_at_end {
-            items.push(Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "connection reset by peer",
-            )));
+            items.push(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer")));
         }
-        ProviderStream::new(futures::stream::iter(items), decoder)
-            .collect()
-            .await
+        ProviderStream::new(futures::stream::iter(items), decoder).collect().await
     }
 
     /// The whole transcript as one chunk.
@@ -694,13 +648,8 @@ pub(crate) mod test_support {
         sse.bytes().map(|b| vec![b]).collect()
     }
 
-    pub(crate) fn ok_events(
-        items: Vec<Result<ProviderEvent, ProviderError>>,
-    ) -> Vec<ProviderEvent> {
-        items
-            .into_iter()
-            .map(|item| item.expect("unexpected error item"))
-            .collect()
+    pub(crate) fn ok_events(items: Vec<Result<ProviderEvent, ProviderError>>) -> Vec<ProviderEvent> {
+        items.into_iter().map(|item| item.expect("unexpected error item")).collect()
     }
 }
 
@@ -749,27 +698,16 @@ mod tests {
     #[test]
     fn status_mapping() {
         let none = HeaderMap::new();
-        let anthropic_overloaded =
-            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let anthropic_overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let cases: [(u16, &[u8], &str, bool); 8] = [
             (500, b"oops", "provider_error", true),
             (503, b"", "provider_error", true),
             (529, anthropic_overloaded, "provider_error", true),
             (408, b"", "provider_error", true),
-            (
-                401,
-                br#"{"error":{"message":"bad key"}}"#,
-                "provider_auth_failed",
-                false,
-            ),
+            (401, br#"{"error":{"message":"bad key"}}"#, "provider_auth_failed", false),
             (403, b"", "provider_auth_failed", false),
             (400, br#"{"error":"nope"}"#, "provider_bad_request", false),
-            (
-                404,
-                br#"{"detail":"Not Found"}"#,
-                "provider_bad_request",
-                false,
-            ),
+            (404, br#"{"detail":"Not Found"}"#, "provider_bad_request", false),
         ];
         for (status, body, code, retryable) in cases {
             let err = ProviderError::from_http(status, &none, body);
@@ -779,17 +717,11 @@ mod tests {
         }
         assert_eq!(
             ProviderError::from_http(529, &none, anthropic_overloaded),
-            ProviderError::Server {
-                status: 529,
-                message: "Overloaded".into()
-            }
+            ProviderError::Server { status: 529, message: "Overloaded".into() }
         );
         assert_eq!(
             ProviderError::from_http(400, &none, br#"{"error":"nope"}"#),
-            ProviderError::BadRequest {
-                status: 400,
-                message: "nope".into()
-            }
+            ProviderError::BadRequest { status: 400, message: "nope".into() }
         );
     }
 
@@ -809,28 +741,18 @@ mod tests {
         let message = error_message(body.as_bytes());
         assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
         assert!(message.ends_with('…'));
-        assert_eq!(
-            error_message(b"  <html>bad gateway</html>\n"),
-            "<html>bad gateway</html>"
-        );
+        assert_eq!(error_message(b"  <html>bad gateway</html>\n"), "<html>bad gateway</html>");
     }
 
     #[test]
     fn endpoint_trims_trailing_slash() {
-        let config = |kind, base_url: &str| ProviderConfig {
-            kind,
-            base_url: base_url.into(),
-            api_key: "k".into(),
-        };
+        let config = |kind, base_url: &str| ProviderConfig { kind, base_url: base_url.into(), api_key: "k".into() };
         assert_eq!(
             endpoint(&config(ProviderKind::Openai, "https://api.openai.com/v1/")),
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(
-            endpoint(&config(
-                ProviderKind::Anthropic,
-                "https://api.anthropic.com/v1"
-            )),
+            endpoint(&config(ProviderKind::Anthropic, "https://api.anthropic.com/v1")),
             "https://api.anthropic.com/v1/messages"
         );
     }
@@ -845,27 +767,16 @@ mod tests {
 
     #[test]
     fn config_debug_redacts_key() {
-        let config = ProviderConfig {
-            kind: ProviderKind::Openai,
-            base_url: "http://x".into(),
-            api_key: "sk-secret".into(),
-        };
+        let config =
+            ProviderConfig { kind: ProviderKind::Openai, base_url: "http://x".into(), api_key: "sk-secret".into() };
         assert!(!format!("{config:?}").contains("sk-secret"));
     }
 
     #[test]
     fn content_type_guard() {
-        assert!(
-            unexpected_content_type(&headers(&[("content-type", "text/event-stream")])).is_none()
-        );
+        assert!(unexpected_content_type(&headers(&[("content-type", "text/event-stream")])).is_none());
         assert!(unexpected_content_type(&HeaderMap::new()).is_none());
-        assert!(
-            unexpected_content_type(&headers(&[(
-                "content-type",
-                "application/json; charset=utf-8"
-            )]))
-            .is_some()
-        );
+        assert!(unexpected_content_type(&headers(&[("content-type", "application/json; charset=utf-8")])).is_some());
     }
 
     #[test]
@@ -883,10 +794,7 @@ mod tests {
             ChatMessage::tool_result("call_1", "found"),
         ];
         let json = serde_json::to_value(&messages).unwrap();
-        assert_eq!(
-            json[0],
-            serde_json::json!({"role": "system", "content": "be brief"})
-        );
+        assert_eq!(json[0], serde_json::json!({"role": "system", "content": "be brief"}));
         assert_eq!(json[2]["tool_call_id"], "call_1");
         let back: Vec<ChatMessage> = serde_json::from_value(json).unwrap();
         assert_eq!(back, messages);
@@ -896,10 +804,7 @@ mod tests {
     fn parse_arguments_handles_empty_and_invalid() {
         assert_eq!(parse_arguments(""), serde_json::json!({}));
         assert_eq!(parse_arguments(r#"{"a":1}"#), serde_json::json!({"a": 1}));
-        assert_eq!(
-            parse_arguments(r#"{"a":"#),
-            Value::String(r#"{"a":"#.into())
-        );
+        assert_eq!(parse_arguments(r#"{"a":"#), Value::String(r#"{"a":"#.into()));
     }
 
     #[test]
@@ -907,10 +812,7 @@ mod tests {
         fn assert_send<T: Send + 'static>() {}
         assert_send::<ProviderStream>();
         // Compile-time only: the worker spawns the call itself onto the runtime.
-        fn _stream_future_is_send<'a>(
-            provider: &'a Provider,
-            request: &'a ChatRequest,
-        ) -> impl Send + 'a {
+        fn _stream_future_is_send<'a>(provider: &'a Provider, request: &'a ChatRequest) -> impl Send + 'a {
             provider.stream(request)
         }
     }
@@ -940,12 +842,7 @@ mod tests {
     #[tokio::test]
     async fn transport_error_mid_stream_is_reported_after_decoded_events() {
         let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
-        let items = decode(
-            Decoder::OpenAi(openai::Decoder::default()),
-            whole(sse),
-            true,
-        )
-        .await;
+        let items = decode(Decoder::OpenAi(openai::Decoder::default()), whole(sse), true).await;
         assert_eq!(items.len(), 2);
         assert_eq!(items[0], Ok(ProviderEvent::TextDelta("Hi".into())));
         match &items[1] {
@@ -961,9 +858,6 @@ mod tests {
     async fn invalid_utf8_is_a_protocol_error() {
         let chunks = vec![b"data: \xff\xfe\n\n".to_vec()];
         let items = decode(Decoder::OpenAi(openai::Decoder::default()), chunks, false).await;
-        assert!(
-            matches!(items.last(), Some(Err(ProviderError::Protocol(_)))),
-            "{items:?}"
-        );
+        assert!(matches!(items.last(), Some(Err(ProviderError::Protocol(_)))), "{items:?}");
     }
 }

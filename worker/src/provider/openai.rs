@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    ChatRequest, FinishReason, PassThrough, ProviderError, ProviderEvent, Role, Step, ToolCall,
-    Usage, WireStr, first_element, parse_arguments, truncate, unparseable,
+    ChatRequest, FinishReason, PassThrough, ProviderError, ProviderEvent, Role, Step, ToolCall, Usage, WireStr,
+    first_element, parse_arguments, truncate, unparseable,
 };
 
 /// Body keys the adapter sets itself.
@@ -130,11 +130,7 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
         .iter()
         .map(|tool| Tool {
             kind: "function",
-            function: FunctionSpec {
-                name: &tool.name,
-                description: &tool.description,
-                parameters: &tool.parameters,
-            },
+            function: FunctionSpec { name: &tool.name, description: &tool.description, parameters: &tool.parameters },
         })
         .collect();
 
@@ -142,9 +138,7 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
         model: &request.model,
         messages,
         stream: true,
-        stream_options: StreamOptions {
-            include_usage: true,
-        },
+        stream_options: StreamOptions { include_usage: true },
         tools,
         parameters: PassThrough::new(&request.parameters, RESERVED),
     }
@@ -152,12 +146,7 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
-    #[serde(
-        default,
-        borrow,
-        rename = "choices",
-        deserialize_with = "first_element"
-    )]
+    #[serde(default, borrow, rename = "choices", deserialize_with = "first_element")]
     choice: Option<Choice<'a>>,
     #[serde(default)]
     usage: Option<WireUsage>,
@@ -227,26 +216,18 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn on_event(
-        &mut self,
-        event: &Event,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<Step, ProviderError> {
+    pub(crate) fn on_event(&mut self, event: &Event, out: &mut VecDeque<ProviderEvent>) -> Result<Step, ProviderError> {
         let data = event.data.as_str();
         if data.trim() == "[DONE]" {
             self.complete(out);
             return Ok(Step::Done);
         }
-        let chunk: Chunk<'_> =
-            serde_json::from_str(data).map_err(|err| unparseable("chunk", &err, data))?;
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|err| unparseable("chunk", &err, data))?;
         if let Some(error) = chunk.error {
             return Err(stream_error(&error));
         }
         if let Some(usage) = chunk.usage {
-            self.usage = Usage {
-                input_tokens: usage.prompt_tokens,
-                output_tokens: usage.completion_tokens,
-            };
+            self.usage = Usage { input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens };
         }
         let Some(choice) = chunk.choice else {
             return Ok(Step::More);
@@ -273,10 +254,7 @@ impl Decoder {
     /// A clean end without `[DONE]`. Some compatible servers never send `[DONE]`; once a
     /// `finish_reason` has arrived the answer is complete, so that is accepted (with
     /// whatever usage was reported).
-    pub(crate) fn on_eof(
-        &mut self,
-        out: &mut VecDeque<ProviderEvent>,
-    ) -> Result<(), ProviderError> {
+    pub(crate) fn on_eof(&mut self, out: &mut VecDeque<ProviderEvent>) -> Result<(), ProviderError> {
         if self.finish.is_none() {
             return Err(super::incomplete());
         }
@@ -293,10 +271,7 @@ impl Decoder {
             Some(reason) => reason,
             None => FinishReason::Stop,
         };
-        out.push_back(ProviderEvent::Finish {
-            reason,
-            usage: self.usage,
-        });
+        out.push_back(ProviderEvent::Finish { reason, usage: self.usage });
     }
 
     fn absorb(&mut self, fragment: ToolCallDelta<'_>) {
@@ -311,12 +286,7 @@ impl Decoder {
         };
         let position = position.unwrap_or_else(|| {
             let index = fragment.index.unwrap_or(self.calls.len() as u32);
-            self.calls.push(PartialCall {
-                index,
-                id: String::new(),
-                name: String::new(),
-                arguments: String::new(),
-            });
+            self.calls.push(PartialCall { index, id: String::new(), name: String::new(), arguments: String::new() });
             self.calls.len() - 1
         });
         let call = &mut self.calls[position];
@@ -380,11 +350,8 @@ fn stream_error(error: &Value) -> ProviderError {
     {
         return ProviderError::from_status(status, None, message);
     }
-    let kind = ["type", "code"]
-        .iter()
-        .filter_map(|key| error.get(*key).and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let kind =
+        ["type", "code"].iter().filter_map(|key| error.get(*key).and_then(Value::as_str)).collect::<Vec<_>>().join(" ");
     let status = if kind.contains("rate_limit") {
         429
     } else if kind.contains("invalid_request") || kind.contains("context_length") {
@@ -433,30 +400,18 @@ mod tests {
         vec![
             ProviderEvent::TextDelta("Hello".into()),
             ProviderEvent::TextDelta(" wörld \"☃\"\n".into()),
-            ProviderEvent::Finish {
-                reason: FinishReason::Stop,
-                usage: Usage {
-                    input_tokens: 19,
-                    output_tokens: 10,
-                },
-            },
+            ProviderEvent::Finish { reason: FinishReason::Stop, usage: Usage { input_tokens: 19, output_tokens: 10 } },
         ]
     }
 
     #[tokio::test]
     async fn text_stream_finishes_after_usage_chunk() {
-        assert_eq!(
-            ok_events(run(whole(TEXT_STREAM)).await),
-            text_stream_events()
-        );
+        assert_eq!(ok_events(run(whole(TEXT_STREAM)).await), text_stream_events());
     }
 
     #[tokio::test]
     async fn text_stream_survives_bytewise_chunking() {
-        assert_eq!(
-            ok_events(run(bytewise(TEXT_STREAM)).await),
-            text_stream_events()
-        );
+        assert_eq!(ok_events(run(bytewise(TEXT_STREAM)).await), text_stream_events());
     }
 
     #[tokio::test]
@@ -477,10 +432,7 @@ mod tests {
                 }),
                 ProviderEvent::Finish {
                     reason: FinishReason::ToolCalls,
-                    usage: Usage {
-                        input_tokens: 80,
-                        output_tokens: 40,
-                    },
+                    usage: Usage { input_tokens: 80, output_tokens: 40 },
                 },
             ]
         );
@@ -493,12 +445,7 @@ mod tests {
         let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":null}\n\n";
         let items = run(whole(sse)).await;
         assert_eq!(items[0], Ok(ProviderEvent::TextDelta("Hello".into())));
-        assert_eq!(
-            items.last(),
-            Some(&Err(ProviderError::Transport(
-                "stream ended before completion".into()
-            )))
-        );
+        assert_eq!(items.last(), Some(&Err(ProviderError::Transport("stream ended before completion".into()))));
     }
 
     #[tokio::test]
@@ -512,10 +459,7 @@ mod tests {
             events.last(),
             Some(&ProviderEvent::Finish {
                 reason: FinishReason::Length,
-                usage: Usage {
-                    input_tokens: 3,
-                    output_tokens: 1
-                },
+                usage: Usage { input_tokens: 3, output_tokens: 1 },
             })
         );
     }
@@ -523,10 +467,7 @@ mod tests {
     #[tokio::test]
     async fn unparseable_chunk_is_a_protocol_error() {
         let items = run(whole("data: {\"choices\": [\n\n")).await;
-        assert!(
-            matches!(&items[..], [Err(ProviderError::Protocol(_))]),
-            "{items:?}"
-        );
+        assert!(matches!(&items[..], [Err(ProviderError::Protocol(_))]), "{items:?}");
     }
 
     #[tokio::test]
@@ -534,18 +475,12 @@ mod tests {
         let sse = "data: {\"error\":{\"message\":\"Rate limit exceeded\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n";
         assert_eq!(
             run(whole(sse)).await,
-            vec![Err(ProviderError::RateLimited {
-                retry_after: None,
-                message: "Rate limit exceeded".into()
-            })]
+            vec![Err(ProviderError::RateLimited { retry_after: None, message: "Rate limit exceeded".into() })]
         );
         let sse = "data: {\"error\":{\"code\":502,\"message\":\"upstream failed\"}}\n\n";
         assert_eq!(
             run(whole(sse)).await,
-            vec![Err(ProviderError::Server {
-                status: 502,
-                message: "upstream failed".into()
-            })]
+            vec![Err(ProviderError::Server { status: 502, message: "upstream failed".into() })]
         );
     }
 
@@ -564,10 +499,7 @@ mod tests {
                     name: "ls".into(),
                     arguments: json!({"path": "/"}),
                 }),
-                ProviderEvent::Finish {
-                    reason: FinishReason::ToolCalls,
-                    usage: Usage::default(),
-                },
+                ProviderEvent::Finish { reason: FinishReason::ToolCalls, usage: Usage::default() },
             ]
         );
     }
@@ -637,20 +569,13 @@ mod tests {
             model: "m".into(),
             messages: vec![ChatMessage::assistant_with_tool_calls(
                 "thinking",
-                vec![ToolCall {
-                    id: "c".into(),
-                    name: "f".into(),
-                    arguments: Value::String("{\"a\":".into()),
-                }],
+                vec![ToolCall { id: "c".into(), name: "f".into(), arguments: Value::String("{\"a\":".into()) }],
             )],
             ..ChatRequest::default()
         };
         let body = serde_json::to_value(build_body(&request)).unwrap();
         assert!(body.get("tools").is_none());
         assert_eq!(body["messages"][0]["content"], "thinking");
-        assert_eq!(
-            body["messages"][0]["tool_calls"][0]["function"]["arguments"],
-            "{\"a\":"
-        );
+        assert_eq!(body["messages"][0]["tool_calls"][0]["function"]["arguments"], "{\"a\":");
     }
 }

@@ -43,50 +43,29 @@ async fn validation_failures_name_the_field_and_the_reason() {
         (json!({"name": "ok", "tags": [""]}), "tags"),
     ];
     for (body, field) in cases {
-        let (status, res) = app
-            .call(Method::POST, "/v1/agents", Some(body.clone()))
-            .await;
+        let (status, res) = app.call(Method::POST, "/v1/agents", Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_envelope(&res, "invalid_request");
         assert_eq!(res["error"]["details"]["field"], field, "{body} → {res}");
-        assert!(
-            res["error"]["details"]["reason"]
-                .as_str()
-                .is_some_and(|r| !r.is_empty())
-        );
+        assert!(res["error"]["details"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
     }
     let (status, res) = app
-        .call(
-            Method::POST,
-            "/v1/providers",
-            Some(json!({"name": "p", "kind": "cohere", "base_url": "http://x"})),
-        )
+        .call(Method::POST, "/v1/providers", Some(json!({"name": "p", "kind": "cohere", "base_url": "http://x"})))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(res["error"]["details"]["field"], "kind");
-    let (count,): (i64,) = sqlx::query_as("select count(*) from agents")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let (count,): (i64,) = sqlx::query_as("select count(*) from agents").fetch_one(&app.db).await.unwrap();
     assert_eq!(count, 0, "nothing half-written");
 }
 
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405_in_the_envelope() {
     let app = TestApp::spawn().await;
-    let res = app
-        .request(Method::GET, "/v1/nothing-here")
-        .send()
-        .await
-        .unwrap();
+    let res = app.request(Method::GET, "/v1/nothing-here").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_envelope(&res.json().await.unwrap(), "not_found");
 
-    let res = app
-        .with_key(Method::PUT, "/v1/agents", app.admin_key())
-        .send()
-        .await
-        .unwrap();
+    let res = app.with_key(Method::PUT, "/v1/agents", app.admin_key()).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_envelope(&res.json().await.unwrap(), "method_not_allowed");
 }
@@ -114,27 +93,12 @@ async fn every_response_carries_a_request_id() {
     let mut seen = Vec::new();
     for path in ["/health", "/v1/agents", "/nope"] {
         let res = app.request(Method::GET, path).send().await.unwrap();
-        let id = res
-            .headers()
-            .get("x-request-id")
-            .expect(path)
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let id = res.headers().get("x-request-id").expect(path).to_str().unwrap().to_owned();
         assert!(!id.is_empty());
         seen.push(id);
     }
     seen.dedup();
     assert_eq!(seen.len(), 3, "ids are unique per request");
-    let res = app
-        .request(Method::GET, "/health")
-        .header("x-request-id", "client-chosen-1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        res.headers()["x-request-id"],
-        "client-chosen-1",
-        "a client's id is kept"
-    );
+    let res = app.request(Method::GET, "/health").header("x-request-id", "client-chosen-1").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "client-chosen-1", "a client's id is kept");
 }

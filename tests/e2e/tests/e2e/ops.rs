@@ -12,27 +12,13 @@ async fn health_reports_version_and_dependencies() {
     assert_eq!(body["postgres"], "ok");
     assert_eq!(body["redis"], "ok");
     assert!(body["version"].is_string());
-    assert_eq!(
-        app.request(Method::GET, "/ready")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.request(Method::GET, "/ready").send().await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn the_openapi_document_is_generated_from_the_routes() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .request(Method::GET, "/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.request(Method::GET, "/openapi.json").send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for path in [
@@ -55,20 +41,10 @@ async fn docs_are_served_without_any_external_asset() {
     assert_eq!(res.status(), StatusCode::OK);
     let html = res.text().await.unwrap();
     assert!(html.contains("swagger-ui"));
-    assert!(
-        !html.contains("https://"),
-        "the page must not load assets from a CDN"
-    );
-    let res = app
-        .request(Method::GET, "/docs/swagger-ui-bundle.js")
-        .send()
-        .await
-        .unwrap();
+    assert!(!html.contains("https://"), "the page must not load assets from a CDN");
+    let res = app.request(Method::GET, "/docs/swagger-ui-bundle.js").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    assert!(
-        res.bytes().await.unwrap().len() > 100_000,
-        "the UI bundle is served locally"
-    );
+    assert!(res.bytes().await.unwrap().len() > 100_000, "the UI bundle is served locally");
 }
 
 #[tokio::test]
@@ -76,11 +52,6 @@ async fn the_tool_catalogue_lists_the_built_in_tools() {
     let app = TestApp::spawn().await;
     let (status, body) = app.call(Method::GET, "/v1/tools", None).await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<_> = body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<_> = body["data"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["current_time", "noop"]);
 }

@@ -11,23 +11,10 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
         "start-step" | "finish-step" => &["type"],
         "text-start" | "text-end" => &["type", "id", "providerMetadata"],
         "text-delta" => &["type", "id", "delta", "providerMetadata"],
-        "tool-input-available" => &[
-            "type",
-            "toolCallId",
-            "toolName",
-            "input",
-            "providerExecuted",
-            "providerMetadata",
-            "dynamic",
-        ],
-        "tool-output-available" => &[
-            "type",
-            "toolCallId",
-            "output",
-            "providerExecuted",
-            "dynamic",
-            "preliminary",
-        ],
+        "tool-input-available" => {
+            &["type", "toolCallId", "toolName", "input", "providerExecuted", "providerMetadata", "dynamic"]
+        }
+        "tool-output-available" => &["type", "toolCallId", "output", "providerExecuted", "dynamic", "preliminary"],
         "finish" => &["type", "finishReason", "messageMetadata"],
         "error" => &["type", "errorText"],
         "abort" => &["type", "reason"],
@@ -41,10 +28,7 @@ fn assert_protocol(parts: &[Value]) {
         let kind = part["type"].as_str().expect("type");
         let allowed = allowed_keys(kind);
         for key in part.as_object().unwrap().keys() {
-            assert!(
-                allowed.contains(&key.as_str()),
-                "{kind} carries unknown key {key}: {part}"
-            );
+            assert!(allowed.contains(&key.as_str()), "{kind} carries unknown key {key}: {part}");
         }
     }
 }
@@ -53,25 +37,13 @@ fn assert_protocol(parts: &[Value]) {
 async fn a_sync_run_answers_from_the_provider_for_both_protocols() {
     let stack = Stack::start().await;
     for kind in ["openai", "anthropic"] {
-        stack
-            .agent(
-                kind,
-                kind,
-                json!({"system_prompt": "You help {{company}}."}),
-            )
-            .await;
-        let (status, run) = stack
-            .run(
-                json!({"agent_id": kind, "prompt": "Hello runq", "variables": {"company": "Acme"}}),
-            )
-            .await;
+        stack.agent(kind, kind, json!({"system_prompt": "You help {{company}}."})).await;
+        let (status, run) =
+            stack.run(json!({"agent_id": kind, "prompt": "Hello runq", "variables": {"company": "Acme"}})).await;
         assert_eq!(status, StatusCode::OK, "{run}");
         assert_eq!(run["status"], "completed", "{run}");
         assert_eq!(run["output"], "Echo: Hello runq");
-        assert_eq!(
-            run["messages"],
-            json!([{"role": "assistant", "content": "Echo: Hello runq"}])
-        );
+        assert_eq!(run["messages"], json!([{"role": "assistant", "content": "Echo: Hello runq"}]));
         assert!(run["usage"]["output_tokens"].as_u64().unwrap() > 0, "{run}");
         assert!(run["execution_time_ms"].is_i64());
         assert!(run["id"].as_str().unwrap().starts_with("run_"));
@@ -84,24 +56,12 @@ async fn a_streamed_run_speaks_the_ui_message_stream_and_replays_after_any_seq()
     for kind in ["openai", "anthropic"] {
         stack.agent(kind, kind, json!({})).await;
         let body = json!({"agent_id": kind, "prompt": "one two three four five", "stream": true});
-        let sse = stack
-            .sse(
-                stack
-                    .app
-                    .with_key(Method::POST, "/v1/run", stack.app.admin_key())
-                    .json(&body),
-            )
-            .await;
+        let sse = stack.sse(stack.app.with_key(Method::POST, "/v1/run", stack.app.admin_key()).json(&body)).await;
         assert_eq!(sse.status, StatusCode::OK);
         assert_eq!(sse.headers["content-type"], "text/event-stream");
         assert_eq!(sse.headers["x-vercel-ai-ui-message-stream"], "v1");
         let run_id = sse.headers["x-run-id"].to_str().unwrap().to_owned();
-        assert!(
-            sse.headers["x-thread-id"]
-                .to_str()
-                .unwrap()
-                .starts_with("thr_")
-        );
+        assert!(sse.headers["x-thread-id"].to_str().unwrap().starts_with("thr_"));
 
         let parts = sse.parts();
         assert_protocol(&parts);
@@ -111,52 +71,29 @@ async fn a_streamed_run_speaks_the_ui_message_stream_and_replays_after_any_seq()
         assert_eq!(sse.frames.last().unwrap().data, "[DONE]");
         assert_eq!(sse.text(), "Echo: one two three four five");
         let ids = sse.ids();
-        assert!(
-            ids.windows(2).all(|w| w[1] == w[0] + 1),
-            "seq strictly increasing: {ids:?}"
-        );
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "seq strictly increasing: {ids:?}");
         assert_eq!(parts[0]["messageMetadata"]["runId"], run_id.as_str());
 
         // after completion, ?after=N and Last-Event-ID return exactly the frames after N
         let n = ids[ids.len() / 2];
-        let expected: Vec<_> = sse
-            .frames
-            .iter()
-            .filter(|f| f.id.is_none_or(|id| id > n))
-            .cloned()
-            .collect();
+        let expected: Vec<_> = sse.frames.iter().filter(|f| f.id.is_none_or(|id| id > n)).cloned().collect();
         let by_query = stack
-            .sse(stack.app.with_key(
-                Method::GET,
-                &format!("/v1/runs/{run_id}/events?after={n}"),
-                stack.app.admin_key(),
-            ))
+            .sse(stack.app.with_key(Method::GET, &format!("/v1/runs/{run_id}/events?after={n}"), stack.app.admin_key()))
             .await;
         assert_eq!(by_query.frames, expected);
         let by_header = stack
             .sse(
                 stack
                     .app
-                    .with_key(
-                        Method::GET,
-                        &format!("/v1/runs/{run_id}/events"),
-                        stack.app.admin_key(),
-                    )
+                    .with_key(Method::GET, &format!("/v1/runs/{run_id}/events"), stack.app.admin_key())
                     .header("last-event-id", n.to_string()),
             )
             .await;
         assert_eq!(by_header.frames, expected);
         let whole = stack
-            .sse(stack.app.with_key(
-                Method::GET,
-                &format!("/v1/runs/{run_id}/events"),
-                stack.app.admin_key(),
-            ))
+            .sse(stack.app.with_key(Method::GET, &format!("/v1/runs/{run_id}/events"), stack.app.admin_key()))
             .await;
-        assert_eq!(
-            whole.frames, sse.frames,
-            "the same events, live or finished"
-        );
+        assert_eq!(whole.frames, sse.frames, "the same events, live or finished");
     }
 }
 
@@ -182,19 +119,14 @@ async fn an_async_run_is_polled_to_its_result() {
     let stack = Stack::start().await;
     for kind in ["openai", "anthropic"] {
         stack.agent(kind, kind, json!({})).await;
-        let (status, op) = stack
-            .run(json!({"agent_id": kind, "input": "later please", "async": true}))
-            .await;
+        let (status, op) = stack.run(json!({"agent_id": kind, "input": "later please", "async": true})).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{op}");
         assert_eq!(op["status"], "pending");
         let id = op["operation_id"].as_str().unwrap();
         assert_eq!(op["check_url"], format!("/v1/operations/{id}"));
         let done = stack.wait_operation(id).await;
         assert_eq!(done["status"], "succeeded");
-        assert_eq!(
-            done["progress"],
-            json!({"total": 1, "completed": 1, "failed": 0})
-        );
+        assert_eq!(done["progress"], json!({"total": 1, "completed": 1, "failed": 0}));
         assert_eq!(done["result"]["output"], "Echo: later please");
     }
 }
@@ -204,38 +136,20 @@ async fn a_batch_of_1000_queries_completes_with_progress_and_paginated_results()
     let stack = Stack::start().await;
     for kind in ["openai", "anthropic"] {
         stack.agent(kind, kind, json!({})).await;
-        let batch: Vec<Value> = (0..1000)
-            .map(|i| json!({"query": format!("q{i}")}))
-            .collect();
+        let batch: Vec<Value> = (0..1000).map(|i| json!({"query": format!("q{i}")})).collect();
         let (status, op) = stack.run(json!({"agent_id": kind, "batch": batch})).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{op}");
         assert_eq!(op["progress"]["total"], 1000);
         let id = op["operation_id"].as_str().unwrap().to_owned();
         let done = stack.wait_operation(&id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
-        assert_eq!(
-            done["progress"],
-            json!({"total": 1000, "completed": 1000, "failed": 0})
-        );
+        assert_eq!(done["progress"], json!({"total": 1000, "completed": 1000, "failed": 0}));
 
-        let (_, page) = stack
-            .app
-            .call(
-                Method::GET,
-                &format!("/v1/operations/{id}/results?page=3&limit=100"),
-                None,
-            )
-            .await;
-        assert_eq!(
-            page["pagination"],
-            json!({"page": 3, "limit": 100, "total": 1000, "pages": 10})
-        );
-        let outputs: Vec<&str> = page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["output"].as_str().unwrap())
-            .collect();
+        let (_, page) =
+            stack.app.call(Method::GET, &format!("/v1/operations/{id}/results?page=3&limit=100"), None).await;
+        assert_eq!(page["pagination"], json!({"page": 3, "limit": 100, "total": 1000, "pages": 10}));
+        let outputs: Vec<&str> =
+            page["data"].as_array().unwrap().iter().map(|r| r["output"].as_str().unwrap()).collect();
         let expected: Vec<String> = (200..300).map(|i| format!("Echo: q{i}")).collect();
         assert_eq!(outputs, expected, "results come in item order");
     }
@@ -269,9 +183,7 @@ async fn invoke_answers_in_the_seed_001_envelope_and_agent_stream_streams() {
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{op}");
-        stack
-            .wait_operation(op["operation_id"].as_str().unwrap())
-            .await;
+        stack.wait_operation(op["operation_id"].as_str().unwrap()).await;
 
         let sse = stack
             .sse(stack.app.with_key(
@@ -291,39 +203,24 @@ async fn a_thread_continues_with_its_earlier_messages() {
     for kind in ["openai", "anthropic"] {
         stack.agent(kind, kind, json!({})).await;
         let thread = format!("thr_docs_example_{kind}");
-        let (_, first) = stack
-            .run(json!({"agent_id": kind, "prompt": "my name is Ada", "threadId": thread}))
-            .await;
+        let (_, first) = stack.run(json!({"agent_id": kind, "prompt": "my name is Ada", "threadId": thread})).await;
         assert_eq!(first["thread_id"], thread.as_str());
-        let (_, second) = stack
-            .run(json!({"agent_id": kind, "prompt": "what is my name", "thread_id": thread}))
-            .await;
+        let (_, second) = stack.run(json!({"agent_id": kind, "prompt": "what is my name", "thread_id": thread})).await;
         assert_eq!(second["status"], "completed", "{second}");
         assert_eq!(second["thread_id"], thread.as_str());
         // the mock counts every input word: the second call carried the first turn too
-        let alone = stack
-            .run(json!({"agent_id": kind, "prompt": "what is my name"}))
-            .await
-            .1;
+        let alone = stack.run(json!({"agent_id": kind, "prompt": "what is my name"})).await.1;
         assert!(
             second["usage"]["input_tokens"].as_u64() > alone["usage"]["input_tokens"].as_u64(),
             "history reached the provider: {second} vs {alone}"
         );
 
-        let (_, messages) = stack
-            .app
-            .call(Method::GET, &format!("/v1/threads/{thread}/messages"), None)
-            .await;
+        let (_, messages) = stack.app.call(Method::GET, &format!("/v1/threads/{thread}/messages"), None).await;
         let turns: Vec<(String, String)> = messages["data"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| {
-                (
-                    m["role"].as_str().unwrap().to_owned(),
-                    m["content"].as_str().unwrap().to_owned(),
-                )
-            })
+            .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
             .collect();
         let expected = [
             ("user", "my name is Ada"),
@@ -340,35 +237,16 @@ async fn runs_of_one_thread_never_interleave() {
     let stack = Stack::start().await;
     stack.agent("bot", "openai", json!({})).await;
     let thread = "thr_serial";
-    let slow = json!({"agent_id": "bot", "prompt": "first [[mock tokens=20 delay=10]]", "thread_id": thread, "async": true});
+    let slow =
+        json!({"agent_id": "bot", "prompt": "first [[mock tokens=20 delay=10]]", "thread_id": thread, "async": true});
     let (_, a) = stack.run(slow).await;
-    let (_, b) = stack
-        .run(json!({"agent_id": "bot", "prompt": "second", "thread_id": thread, "async": true}))
-        .await;
-    let a = stack
-        .wait_operation(a["operation_id"].as_str().unwrap())
-        .await;
-    let b = stack
-        .wait_operation(b["operation_id"].as_str().unwrap())
-        .await;
-    let (a_end, b_start) = (
-        a["result"]["finished_at"].as_str().unwrap(),
-        b["result"]["started_at"].as_str().unwrap(),
-    );
-    assert!(
-        b_start >= a_end,
-        "the second run started ({b_start}) before the first finished ({a_end})"
-    );
-    let (_, messages) = stack
-        .app
-        .call(Method::GET, &format!("/v1/threads/{thread}/messages"), None)
-        .await;
-    let roles: Vec<&str> = messages["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let (_, b) = stack.run(json!({"agent_id": "bot", "prompt": "second", "thread_id": thread, "async": true})).await;
+    let a = stack.wait_operation(a["operation_id"].as_str().unwrap()).await;
+    let b = stack.wait_operation(b["operation_id"].as_str().unwrap()).await;
+    let (a_end, b_start) = (a["result"]["finished_at"].as_str().unwrap(), b["result"]["started_at"].as_str().unwrap());
+    assert!(b_start >= a_end, "the second run started ({b_start}) before the first finished ({a_end})");
+    let (_, messages) = stack.app.call(Method::GET, &format!("/v1/threads/{thread}/messages"), None).await;
+    let roles: Vec<&str> = messages["data"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
 }
 
@@ -376,35 +254,16 @@ async fn runs_of_one_thread_never_interleave() {
 async fn a_scripted_tool_call_runs_current_time_and_the_answer_follows_it() {
     let stack = Stack::start().await;
     for kind in ["openai", "anthropic"] {
-        stack
-            .agent(kind, kind, json!({"tools": ["current_time"]}))
-            .await;
+        stack.agent(kind, kind, json!({"tools": ["current_time"]})).await;
         let body = json!({"agent_id": kind, "prompt": "what time is it [[mock tool=current_time]]", "stream": true});
-        let sse = stack
-            .sse(
-                stack
-                    .app
-                    .with_key(Method::POST, "/v1/run", stack.app.admin_key())
-                    .json(&body),
-            )
-            .await;
+        let sse = stack.sse(stack.app.with_key(Method::POST, "/v1/run", stack.app.admin_key()).json(&body)).await;
         let parts = sse.parts();
         assert_protocol(&parts);
-        let position = |t: &str| {
-            parts
-                .iter()
-                .position(|p| p["type"] == t)
-                .unwrap_or_else(|| panic!("no {t}: {parts:?}"))
-        };
-        let (input, output, text) = (
-            position("tool-input-available"),
-            position("tool-output-available"),
-            position("text-delta"),
-        );
-        assert!(
-            input < output && output < text,
-            "tool call, its output, then the answer"
-        );
+        let position =
+            |t: &str| parts.iter().position(|p| p["type"] == t).unwrap_or_else(|| panic!("no {t}: {parts:?}"));
+        let (input, output, text) =
+            (position("tool-input-available"), position("tool-output-available"), position("text-delta"));
+        assert!(input < output && output < text, "tool call, its output, then the answer");
         assert_eq!(parts[input]["toolName"], "current_time");
         let now = parts[output]["output"]["now"].as_str().unwrap();
         assert!(chrono_like(now), "{now}");
@@ -419,35 +278,13 @@ fn chrono_like(s: &str) -> bool {
 #[tokio::test]
 async fn admission_errors_use_the_envelope_and_record_nothing() {
     let stack = Stack::start().await;
-    stack
-        .agent(
-            "bot",
-            "openai",
-            json!({"system_prompt": "You help {{company}}."}),
-        )
-        .await;
-    stack
-        .app
-        .call(Method::POST, "/v1/agents", Some(json!({"name": "draft"})))
-        .await;
+    stack.agent("bot", "openai", json!({"system_prompt": "You help {{company}}."})).await;
+    stack.app.call(Method::POST, "/v1/agents", Some(json!({"name": "draft"}))).await;
     let other = stack.app.bootstrap_workspace("other").await;
-    let (_, foreign) = stack
-        .app
-        .call_as(
-            &other,
-            Method::POST,
-            "/v1/agents",
-            Some(json!({"name": "theirs"})),
-        )
-        .await;
+    let (_, foreign) = stack.app.call_as(&other, Method::POST, "/v1/agents", Some(json!({"name": "theirs"}))).await;
 
     let cases = [
-        (
-            json!({"agent_id": "ghost", "prompt": "x"}),
-            StatusCode::NOT_FOUND,
-            "agent_not_found",
-            "Agent not found",
-        ),
+        (json!({"agent_id": "ghost", "prompt": "x"}), StatusCode::NOT_FOUND, "agent_not_found", "Agent not found"),
         (
             json!({"agent_id": "draft", "prompt": "x"}),
             StatusCode::NOT_FOUND,
@@ -498,25 +335,11 @@ async fn admission_errors_use_the_envelope_and_record_nothing() {
         assert_eq!(res["message"], message, "{body}");
     }
     let run_key = stack.app.create_key(&["run"]).await;
-    let (status, _) = stack
-        .app
-        .call_as(
-            &run_key,
-            Method::POST,
-            "/v1/run",
-            Some(json!({"agent_id": "ghost", "prompt": "x"})),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "run-only keys may run agents"
-    );
+    let (status, _) =
+        stack.app.call_as(&run_key, Method::POST, "/v1/run", Some(json!({"agent_id": "ghost", "prompt": "x"}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "run-only keys may run agents");
 
-    let (runs,): (i64,) = sqlx::query_as("select count(*) from runs")
-        .fetch_one(&stack.app.db)
-        .await
-        .unwrap();
+    let (runs,): (i64,) = sqlx::query_as("select count(*) from runs").fetch_one(&stack.app.db).await.unwrap();
     assert_eq!(runs, 0, "refused runs leave nothing behind");
 }
 
@@ -524,14 +347,8 @@ async fn admission_errors_use_the_envelope_and_record_nothing() {
 async fn the_run_row_ends_completed_with_usage_timings_and_thread_messages() {
     let stack = Stack::start().await;
     stack.agent("bot", "anthropic", json!({})).await;
-    let (_, run) = stack
-        .run(json!({"agent_id": "bot", "prompt": "store me", "metadata": {"ticket": 7}}))
-        .await;
-    let id = run["id"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("run_")
-        .to_owned();
+    let (_, run) = stack.run(json!({"agent_id": "bot", "prompt": "store me", "metadata": {"ticket": 7}})).await;
+    let id = run["id"].as_str().unwrap().trim_start_matches("run_").to_owned();
     let row: (String, i32, Option<String>, Value, bool, bool, Value, Option<i64>) = sqlx::query_as(
         "select status, attempt, output, usage, started_at is not null, finished_at >= started_at, metadata, queue_wait_us
          from runs where id = $1::uuid",
@@ -543,34 +360,24 @@ async fn the_run_row_ends_completed_with_usage_timings_and_thread_messages() {
     assert_eq!(row.0, "completed");
     assert_eq!(row.1, 1);
     assert_eq!(row.2.as_deref(), Some("Echo: store me"));
-    assert!(
-        row.3["input_tokens"].as_u64().unwrap() > 0 && row.3["output_tokens"].as_u64().unwrap() > 0,
-        "{}",
-        row.3
-    );
+    assert!(row.3["input_tokens"].as_u64().unwrap() > 0 && row.3["output_tokens"].as_u64().unwrap() > 0, "{}", row.3);
     assert!(row.4 && row.5);
     assert_eq!(row.6, json!({"ticket": 7}));
     assert!(row.7.is_some_and(|us| us >= 0));
 
-    let roles: Vec<(String,)> =
-        sqlx::query_as("select role from messages where run_id = $1::uuid order by id")
-            .bind(&id)
-            .fetch_all(&stack.app.db)
-            .await
-            .unwrap();
+    let roles: Vec<(String,)> = sqlx::query_as("select role from messages where run_id = $1::uuid order by id")
+        .bind(&id)
+        .fetch_all(&stack.app.db)
+        .await
+        .unwrap();
     let roles: BTreeSet<_> = roles.into_iter().map(|(r,)| r).collect();
-    assert_eq!(
-        roles,
-        BTreeSet::from(["assistant".to_owned(), "user".to_owned()])
-    );
+    assert_eq!(roles, BTreeSet::from(["assistant".to_owned(), "user".to_owned()]));
 }
 
 #[tokio::test]
 async fn a_live_stream_parses_with_the_ai_sdk_and_matches_the_stored_output() {
     let stack = Stack::start().await;
-    stack
-        .agent("bot", "openai", json!({"tools": ["current_time"]}))
-        .await;
+    stack.agent("bot", "openai", json!({"tools": ["current_time"]})).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/js/parse-ui-stream.mjs");
     let body = json!({"agent_id": "bot", "prompt": "time? [[mock tool=current_time delay=5]]", "stream": true});
     let out = tokio::process::Command::new("node")
@@ -581,24 +388,13 @@ async fn a_live_stream_parses_with_the_ai_sdk_and_matches_the_stored_output() {
         .output()
         .await
         .expect("node must be installed (make test installs the AI SDK with npm ci)");
-    let result: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let result: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["done"], true);
     let run_id = result["message"]["metadata"]["runId"].as_str().unwrap();
-    let (_, run) = stack
-        .app
-        .call(Method::GET, &format!("/v1/runs/{run_id}"), None)
-        .await;
-    assert_eq!(
-        result["text"], run["output"],
-        "the SDK's reconstruction equals the stored output"
-    );
+    let (_, run) = stack.app.call(Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    assert_eq!(result["text"], run["output"], "the SDK's reconstruction equals the stored output");
     let parts = result["message"]["parts"].as_array().unwrap();
-    assert!(
-        parts
-            .iter()
-            .any(|p| p["type"] == "tool-current_time" && p["state"] == "output-available"),
-        "{result}"
-    );
+    assert!(parts.iter().any(|p| p["type"] == "tool-current_time" && p["state"] == "output-available"), "{result}");
 }
