@@ -27,6 +27,10 @@ pub struct ApiConfig {
     #[arg(long, env = "RUNQ_SYNC_TIMEOUT_MS", default_value_t = 60_000)]
     pub sync_timeout_ms: u64,
 
+    /// A run's time limit when the request sets no `timeout_ms`, in milliseconds.
+    #[arg(long, env = "RUNQ_RUN_TIMEOUT_MS", default_value_t = 600_000)]
+    pub run_timeout_ms: u32,
+
     /// Most items accepted in one batch.
     #[arg(long, env = "RUNQ_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,

@@ -20,46 +20,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
-        if !is_json(req.headers()) {
-            return Err(Error::UnsupportedMediaType);
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge
-            } else {
-                Error::invalid("body", r.body_text())
-            }
-        })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(Json).map_err(|e| {
-            let reason = e.inner().to_string();
-            if e.inner().is_syntax() || e.inner().is_eof() {
-                return Error::invalid("body", format!("malformed JSON: {reason}"));
-            }
-            invalid_at(&e.path().to_string(), reason)
-        })
+        let bytes = json_body(req, state).await?;
+        parse_json(&bytes).map(Json)
     }
 }
 
+/// A JSON body together with the SHA-256 of its bytes (to recognise a retried request).
+pub struct HashedJson<T>(pub T, pub [u8; 32]);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for HashedJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let bytes = json_body(req, state).await?;
+        Ok(HashedJson(parse_json(&bytes)?, runq_shared::crypto::digest(&bytes)))
+    }
+}
+
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    if !is_json(req.headers()) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::invalid("body", r.body_text())
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let reason = e.inner().to_string();
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            return Error::invalid("body", format!("malformed JSON: {reason}"));
+        }
+        invalid_at(&e.path().to_string(), reason)
+    })
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
+    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|mime| {
+        let mime = mime.trim();
+        mime.eq_ignore_ascii_case("application/json") || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
 }
 
 /// Turns a serde failure at `path` into a field-level validation error; serde reports a missing
 /// field at its parent, so the field name is taken from the message.
 fn invalid_at(path: &str, reason: String) -> Error {
-    let missing = reason
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_owned);
+    let missing = reason.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
     let field = match (path, missing) {
         (".", Some(name)) => name,
         (path, Some(name)) => format!("{path}.{name}"),
@@ -110,8 +122,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let presented =
-            presented_key(&parts.headers).ok_or(Error::Unauthorized("Missing API key"))?;
+        let presented = presented_key(&parts.headers).ok_or(Error::Unauthorized("Missing API key"))?;
         let auth = state.auth.authenticate(&state.db, presented).await?;
         tracing::Span::current().record("workspace_id", tracing::field::display(auth.workspace_id));
         Ok(Self(auth))
@@ -124,9 +135,7 @@ impl FromRequestParts<AppState> for Manager {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let Caller(auth) = Caller::from_request_parts(parts, state).await?;
         if !auth.has(Scope::Manage) {
-            return Err(Error::Forbidden(
-                "This API key lacks the 'manage' scope".into(),
-            ));
+            return Err(Error::Forbidden("This API key lacks the 'manage' scope".into()));
         }
         Ok(Self(auth))
     }
@@ -161,14 +170,8 @@ mod tests {
     #[test]
     fn keys_are_read_from_all_three_header_forms() {
         assert_eq!(presented_key(&headers("x-api-key", "rq_a")), Some("rq_a"));
-        assert_eq!(
-            presented_key(&headers("authorization", "Bearer rq_b")),
-            Some("rq_b")
-        );
-        assert_eq!(
-            presented_key(&headers("authorization", "rq_c")),
-            Some("rq_c")
-        );
+        assert_eq!(presented_key(&headers("authorization", "Bearer rq_b")), Some("rq_b"));
+        assert_eq!(presented_key(&headers("authorization", "rq_c")), Some("rq_c"));
         assert_eq!(presented_key(&headers("authorization", "  ")), None);
         assert_eq!(presented_key(&HeaderMap::new()), None);
     }

@@ -44,6 +44,7 @@ pub const ADMIN_WORKSPACE: &str = "default";
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    streams: CancellationToken,
 }
 
 impl Application {
@@ -56,21 +57,25 @@ impl Application {
                 .await
                 .context("bootstrapping RUNQ_ADMIN_KEY")?;
         }
+        let streams = state.shutdown.clone();
         let router = routes::router(state, config.max_body_bytes);
-        let listener = TcpListener::bind(&config.bind)
-            .await
-            .with_context(|| format!("binding {}", config.bind))?;
-        Ok(Self { listener, router })
+        let listener = TcpListener::bind(&config.bind).await.with_context(|| format!("binding {}", config.bind))?;
+        Ok(Self { listener, router, streams })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains open connections.
+    /// Serves until `shutdown` is cancelled, then closes open event streams (their clients
+    /// reconnect to another replica with `Last-Event-ID`) and drains the other requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let streams = self.streams;
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                streams.cancel();
+            })
             .await
     }
 }
@@ -79,9 +84,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     let db = db::pool(&config.store).context("DATABASE_URL")?;
     db::migrate(&db).await.context("applying migrations")?;
     let broker = Broker::connect(&config.store).context("REDIS_URL")?;
-    let hub = live::Hub::start(
-        redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
-    );
+    let hub = live::Hub::start(redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?);
     Ok(AppState {
         db,
         broker,
@@ -91,7 +94,9 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
         limits: state::Limits {
             sync_timeout: std::time::Duration::from_millis(config.sync_timeout_ms),
             max_batch: config.max_batch,
+            run_timeout_ms: config.run_timeout_ms,
         },
+        shutdown: CancellationToken::new(),
     })
 }
 
@@ -100,10 +105,7 @@ pub async fn bootstrap(config: &ApiConfig, workspace: &str) -> anyhow::Result<se
     let state = connect(config).await?;
     let name = runq_shared::domain::name("workspace", workspace)?;
     let ws = db::workspaces::create(&state.db, &name).await?;
-    let scopes = [
-        runq_shared::domain::Scope::Manage,
-        runq_shared::domain::Scope::Run,
-    ];
+    let scopes = [runq_shared::domain::Scope::Manage, runq_shared::domain::Scope::Run];
     let (record, key) = db::keys::create(&state.db, ws.id, "bootstrap", &scopes).await?;
     Ok(serde_json::json!({
         "workspace_id": ws.id,

@@ -15,13 +15,14 @@ use std::time::Duration;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use runq_shared::broker::Broker;
 use runq_shared::db::runs;
 use runq_shared::events::{self, Event, RunKeys};
 use runq_shared::id::{RunId, WorkspaceId};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::state::AppState;
 
 /// Live events buffered per run channel before a slow receiver lags (and replays instead).
 const CHANNEL_CAPACITY: usize = 16;
@@ -80,19 +81,11 @@ impl Hub {
         };
         if first {
             let (done, confirmed) = oneshot::channel();
-            if self
-                .commands
-                .send(Command::Subscribe(channel.clone(), done))
-                .is_ok()
-            {
+            if self.commands.send(Command::Subscribe(channel.clone(), done)).is_ok() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), confirmed).await;
             }
         }
-        Subscription {
-            rx,
-            hub: self.clone(),
-            channel,
-        }
+        Subscription { rx, hub: self.clone(), channel }
     }
 
     fn release(&self, channel: &str) {
@@ -199,14 +192,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Everything a stream of one run needs.
 pub struct RunStream {
-    pub db: PgPool,
-    pub broker: Broker,
+    pub state: AppState,
     pub workspace: WorkspaceId,
     pub run: RunId,
     pub keys: RunKeys,
     pub subscription: Subscription,
     /// Last `seq` the client has.
     pub after: u64,
+    /// Cancel the run when the client goes away.
+    pub cancel_on_disconnect: bool,
 }
 
 /// The SSE response for a run: replay, then live, then `[DONE]`; `: ping` every 15 s.
@@ -215,15 +209,14 @@ pub fn sse(stream: RunStream) -> Response {
     tokio::spawn(async move {
         if let Err(e) = pump(stream, &tx).await {
             tracing::warn!(error = %e, "event stream ended early");
-            let _ = tx.send(Ok(SseEvent::default().data(r#"{"type":"error","errorText":"stream interrupted; reconnect with Last-Event-ID"}"#))).await;
+            let _ = tx
+                .send(Ok(SseEvent::default()
+                    .data(r#"{"type":"error","errorText":"stream interrupted; reconnect with Last-Event-ID"}"#)))
+                .await;
         }
     });
     Sse::new(ReceiverStream::new(rx))
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("ping"),
-        )
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping"))
         .into_response()
 }
 
@@ -231,26 +224,16 @@ type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
 
 /// Sends the events after `last`; returns `true` once the terminal event and `[DONE]` went out.
 /// `Err` means the client went away.
-async fn deliver(
-    tx: &Tx,
-    last: &mut u64,
-    events: impl IntoIterator<Item = Event>,
-) -> Result<bool, ()> {
+async fn deliver(tx: &Tx, last: &mut u64, events: impl IntoIterator<Item = Event>) -> Result<bool, ()> {
     for event in events {
         if event.seq <= *last {
             continue;
         }
         *last = event.seq;
         let terminal = event.is_terminal();
-        tx.send(Ok(SseEvent::default()
-            .id(event.seq.to_string())
-            .data(event.data)))
-            .await
-            .map_err(|_| ())?;
+        tx.send(Ok(SseEvent::default().id(event.seq.to_string()).data(event.data))).await.map_err(|_| ())?;
         if terminal {
-            tx.send(Ok(SseEvent::default().data("[DONE]")))
-                .await
-                .map_err(|_| ())?;
+            tx.send(Ok(SseEvent::default().data("[DONE]"))).await.map_err(|_| ())?;
             return Ok(true);
         }
     }
@@ -259,11 +242,11 @@ async fn deliver(
 
 /// Catches up from the Redis log, or from Postgres once Redis has forgotten a finished run.
 async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Result<Option<bool>> {
-    let replayed = events::replay(&mut stream.broker.conn, &stream.keys, *last).await?;
+    let replayed = events::replay(&mut stream.state.broker.conn.clone(), &stream.keys, *last).await?;
     if !replayed.is_empty() {
         return Ok(deliver(tx, last, replayed).await.ok());
     }
-    if let Some(stored) = runs::stored_events(&stream.db, stream.workspace, stream.run).await? {
+    if let Some(stored) = runs::stored_events(&stream.state.db, stream.workspace, stream.run).await? {
         let stored: Vec<Event> = serde_json::from_value(stored)?;
         return Ok(deliver(tx, last, stored).await.ok());
     }
@@ -279,12 +262,17 @@ async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
         let live = tokio::select! {
             live = stream.subscription.recv() => Some(live),
             _ = tokio::time::sleep(IDLE_RESYNC) => None,
-            _ = tx.closed() => return Ok(()),
+            _ = stream.state.shutdown.cancelled() => return Ok(()),
+            _ = tx.closed() => {
+                if stream.cancel_on_disconnect {
+                    let state = &stream.state;
+                    runq_shared::cancel::request(&state.db, &state.broker, stream.workspace, stream.run).await?;
+                }
+                return Ok(());
+            }
         };
         let outcome = match live {
-            Some(Live::Event(event)) if event.seq == last + 1 => {
-                deliver(tx, &mut last, [(*event).clone()]).await.ok()
-            }
+            Some(Live::Event(event)) if event.seq == last + 1 => deliver(tx, &mut last, [(*event).clone()]).await.ok(),
             Some(Live::Event(event)) if event.seq <= last => Some(false),
             // a gap, a lag, a reconnect or a long silence: read the log
             _ => catch_up(&mut stream, tx, &mut last).await?,
@@ -304,11 +292,7 @@ pub async fn wait_terminal(
     workspace: WorkspaceId,
     run: RunId,
 ) -> bool {
-    let finished = || async move {
-        runs::get(db, workspace, run)
-            .await
-            .is_ok_and(|r| r.is_terminal())
-    };
+    let finished = || async move { runs::get(db, workspace, run).await.is_ok_and(|r| r.is_terminal()) };
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use runq_shared::broker::Broker;
 use runq_shared::crypto::MasterKey;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthCache;
 use crate::live::Hub;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub auth: Arc<AuthCache>,
     pub hub: Arc<Hub>,
     pub limits: Limits,
+    /// Cancelled when the process shuts down: open streams close so clients reconnect elsewhere.
+    pub shutdown: CancellationToken,
 }
 
 /// Request limits from the settings.
@@ -28,4 +31,6 @@ pub struct Limits {
     pub sync_timeout: Duration,
     /// Most items in one batch.
     pub max_batch: usize,
+    /// A run's time limit when the request sets none, in milliseconds.
+    pub run_timeout_ms: u32,
 }

@@ -2,10 +2,13 @@
 //! `invoke`/`stream` routes.
 //!
 //! Runs are recorded first (Postgres), then a stream or sync caller subscribes to the run's
-//! events, then the jobs are pushed: so a caller cannot miss an event of its own run.
+//! events, then the jobs are pushed: so a caller cannot miss an event of its own run. A push that
+//! fails (Redis down) removes what was recorded and answers 503, so a refused request leaves
+//! nothing behind.
 
+use axum::http::HeaderMap;
 use axum::response::Response;
-use runq_shared::admission::{self, Collect, RunInput};
+use runq_shared::admission::{self, Admitted, Collect, Idempotency, RunInput};
 use runq_shared::db::operations;
 use runq_shared::db::runs::{self, RunRecord};
 use runq_shared::domain::AgentRef;
@@ -13,8 +16,8 @@ use runq_shared::events::RunKeys;
 use runq_shared::id::{OperationId, RunId, WorkspaceId};
 use runq_shared::queue::{self, Job};
 
-use crate::error::Result;
-use crate::live::{self, RunStream};
+use crate::error::{Error, Result};
+use crate::live::{self, RunStream, Subscription};
 use crate::state::AppState;
 
 /// How the caller collects the answer.
@@ -27,16 +30,17 @@ pub enum Mode {
 }
 
 pub enum Delivery {
-    Stream {
-        run: RunId,
-        thread: String,
-        events: Response,
-    },
+    Stream { run: RunId, thread: String, events: Response },
     Done(Box<RunRecord>),
-    Accepted {
-        operation: OperationId,
-        total: usize,
-    },
+    Accepted { operation: OperationId, total: usize },
+}
+
+/// The `Idempotency-Key` header, with the fingerprint of the request body it came with.
+pub fn idempotency(headers: &HeaderMap, body_hash: [u8; 32]) -> Result<Option<Idempotency>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().ok().map(str::trim).filter(|k| (1..=255).contains(&k.len()));
+    let key = key.ok_or_else(|| Error::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters"))?;
+    Ok(Some(Idempotency { key: key.to_owned(), request_hash: body_hash }))
 }
 
 /// Records the runs and delivers them as `mode` asks.
@@ -47,74 +51,91 @@ pub async fn submit(
     agent: &AgentRef,
     inputs: Vec<RunInput>,
     mode: Mode,
+    idempotency: Option<Idempotency>,
 ) -> Result<Delivery> {
     let target = admission::resolve(&state.db, workspace, agent).await?;
-    let runs = inputs
-        .into_iter()
-        .map(|input| target.prepare(input))
-        .collect::<Result<Vec<_>, _>>()?;
+    let runs = inputs.into_iter().map(|input| target.prepare(input)).collect::<Result<Vec<_>, _>>()?;
     let collect = match mode {
         Mode::Stream | Mode::Sync => Collect::Direct,
         Mode::Async => Collect::Async,
         Mode::Batch => Collect::Batch,
     };
-    let admitted = admission::record(&state.db, workspace, &target, runs, collect).await?;
-    let jobs = admitted.jobs(workspace);
-    if let Some(operation) = admitted.operation {
-        push(state, &jobs).await;
-        return Ok(Delivery::Accepted {
-            operation,
-            total: jobs.len(),
-        });
-    }
-
-    let run = &admitted.runs[0];
-    tracing::Span::current().record("run_id", tracing::field::display(run.id));
-    let keys = RunKeys::new(state.broker.prefix(), run.id);
-    let mut subscription = state.hub.subscribe(keys.channel.clone()).await;
-    push(state, &jobs).await;
-    if mode == Mode::Stream {
-        let events = live::sse(RunStream {
-            db: state.db.clone(),
-            broker: state.broker.clone(),
-            workspace,
-            run: run.id,
-            keys,
-            subscription,
-            after: 0,
-        });
-        return Ok(Delivery::Stream {
-            run: run.id,
-            thread: run.thread_id.clone(),
-            events,
-        });
-    }
-
-    if live::wait_terminal(
-        &mut subscription,
-        state.limits.sync_timeout,
-        &state.db,
-        workspace,
-        run.id,
-    )
-    .await
+    let (runs, operation) = match admission::record(&state.db, workspace, &target, runs, collect, idempotency.as_ref())
+        .await?
     {
-        return Ok(Delivery::Done(Box::new(
-            runs::get(&state.db, workspace, run.id).await?,
-        )));
+        Admitted::New { runs, operation } => (runs, operation),
+        Admitted::Existing { run, operation } => return deliver_existing(state, workspace, mode, run, operation).await,
+    };
+    let jobs = admission::jobs(workspace, &runs);
+    if let Some(operation) = operation {
+        push(state, &jobs, operation.into()).await?;
+        return Ok(Delivery::Accepted { operation, total: jobs.len() });
     }
-    let operation = operations::for_run(&state.db, workspace, run.id).await?;
-    Ok(Delivery::Accepted {
-        operation,
-        total: 1,
-    })
+
+    let run = &runs[0];
+    tracing::Span::current().record("run_id", tracing::field::display(run.id));
+    let subscription = subscribe(state, run.id).await;
+    push(state, &jobs, None).await?;
+    deliver(state, workspace, mode, run.id, &run.thread_id, run.cancel_on_disconnect, subscription).await
 }
 
-/// Pushes jobs. The runs are already recorded, so a failed push is not the caller's failure: the
-/// reconciler pushes them again.
-async fn push(state: &AppState, jobs: &[Job]) {
-    let key = queue::key(state.broker.prefix());
-    if let Err(e) = queue::push(&mut state.broker.conn.clone(), &key, jobs).await {
-        tracing::warn!(error = %e, runs = jobs.len(), "push failed; the reconciler will enqueue these runs");
+async fn subscribe(state: &AppState, run: RunId) -> Subscription {
+    state.hub.subscribe(RunKeys::new(state.broker.prefix(), run).channel).await
+}
+
+async fn deliver(
+    state: &AppState,
+    workspace: WorkspaceId,
+    mode: Mode,
+    run: RunId,
+    thread: &str,
+    cancel_on_disconnect: bool,
+    mut subscription: Subscription,
+) -> Result<Delivery> {
+    if mode == Mode::Stream {
+        let events = live::sse(RunStream {
+            state: state.clone(),
+            workspace,
+            run,
+            keys: RunKeys::new(state.broker.prefix(), run),
+            subscription,
+            after: 0,
+            cancel_on_disconnect,
+        });
+        return Ok(Delivery::Stream { run, thread: thread.to_owned(), events });
     }
+    if live::wait_terminal(&mut subscription, state.limits.sync_timeout, &state.db, workspace, run).await {
+        return Ok(Delivery::Done(Box::new(runs::get(&state.db, workspace, run).await?)));
+    }
+    let operation = operations::for_run(&state.db, workspace, run).await?;
+    Ok(Delivery::Accepted { operation, total: 1 })
+}
+
+/// A retried request (same idempotency key, same body) gets the first request's runs.
+async fn deliver_existing(
+    state: &AppState,
+    workspace: WorkspaceId,
+    mode: Mode,
+    run: Option<RunId>,
+    operation: Option<OperationId>,
+) -> Result<Delivery> {
+    if let Some(operation) = operation {
+        let (op, _) = operations::get(&state.db, workspace, operation).await?;
+        return Ok(Delivery::Accepted { operation, total: usize::try_from(op.total).unwrap_or(0) });
+    }
+    let run = run.ok_or_else(|| Error::Internal(anyhow::anyhow!("idempotency key without a run")))?;
+    let record = runs::get(&state.db, workspace, run).await?;
+    let subscription = subscribe(state, run).await;
+    deliver(state, workspace, mode, run, &record.thread_id, false, subscription).await
+}
+
+/// Pushes jobs. When Redis cannot take them, the runs just recorded are removed again and the
+/// caller gets 503: nothing half-written stays behind.
+async fn push(state: &AppState, jobs: &[Job], operation: Option<OperationId>) -> Result<()> {
+    let key = queue::key(state.broker.prefix());
+    let Err(e) = queue::push(&mut state.broker.conn.clone(), &key, jobs).await else { return Ok(()) };
+    tracing::warn!(error = %e, runs = jobs.len(), "enqueue failed; discarding the recorded runs");
+    let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
+    runs::discard(&state.db, &ids, operation).await?;
+    Err(Error::Unavailable("redis"))
 }

@@ -39,6 +39,8 @@ pub struct RunInput {
     pub thread: Option<ThreadId>,
     pub metadata: Value,
     pub cancel_on_disconnect: bool,
+    /// Time limit from the run's first start, in milliseconds.
+    pub timeout_ms: i32,
 }
 
 /// Finds the agent and its deployed version.
@@ -60,29 +62,19 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
     .bind(version)
     .fetch_optional(db)
     .await?;
-    let (system_prompt, messages, has_provider) = row.ok_or(Error::NotFound {
-        code: "agent_not_deployed",
-        message: "No deployed version found for this agent",
-    })?;
+    let (system_prompt, messages, has_provider) =
+        row.ok_or(Error::NotFound { code: "agent_not_deployed", message: "No deployed version found for this agent" })?;
     if !has_provider {
         return Err(Error::provider_not_found());
     }
-    Ok(Target {
-        agent,
-        version,
-        system_prompt,
-        messages: messages.0,
-    })
+    Ok(Target { agent, version, system_prompt, messages: messages.0 })
 }
 
 impl Target {
     /// Renders the version's prompts for `input` and builds the run to record.
     pub fn prepare(&self, input: RunInput) -> Result<NewRun> {
         if input.turn.is_empty() {
-            return Err(Error::invalid(
-                "prompt",
-                "a run needs a prompt, query, input or messages",
-            ));
+            return Err(Error::invalid("prompt", "a run needs a prompt, query, input or messages"));
         }
         let mut prelude = Vec::with_capacity(self.messages.len() + 1);
         if let Some(system) = &self.system_prompt {
@@ -98,16 +90,13 @@ impl Target {
         }
         Ok(NewRun {
             id: RunId::new(),
-            thread_id: input
-                .thread
-                .unwrap_or_else(ThreadId::generate)
-                .as_str()
-                .to_owned(),
+            thread_id: input.thread.unwrap_or_else(ThreadId::generate).as_str().to_owned(),
             prelude,
             input: input.turn,
             parameters: input.parameters,
             metadata: input.metadata,
             cancel_on_disconnect: input.cancel_on_disconnect,
+            timeout_ms: input.timeout_ms,
         })
     }
 }
@@ -123,46 +112,98 @@ pub enum Collect {
     Batch,
 }
 
-/// What was recorded.
+/// A client's `Idempotency-Key` and the hash of the request it came with.
 #[derive(Debug, Clone)]
-pub struct Admitted {
-    pub runs: Vec<NewRun>,
-    pub operation: Option<OperationId>,
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: [u8; 32],
 }
 
-impl Admitted {
-    /// The jobs that start the runs.
-    pub fn jobs(&self, workspace: WorkspaceId) -> Vec<Job> {
-        self.runs
-            .iter()
-            .map(|run| Job::new(run.id, workspace))
-            .collect()
-    }
+/// What was recorded, or found already recorded under the same idempotency key.
+#[derive(Debug, Clone)]
+pub enum Admitted {
+    New { runs: Vec<NewRun>, operation: Option<OperationId> },
+    Existing { run: Option<RunId>, operation: Option<OperationId> },
 }
 
-/// Records the runs (with their threads and operation) in one transaction.
+/// Records the runs (with their threads and operation) in one transaction. With an idempotency
+/// key, a second request (even a concurrent one: it waits on the key's row) gets the first one's
+/// runs; a different request under the same key is a conflict.
 pub async fn record(
     db: &PgPool,
     workspace: WorkspaceId,
     target: &Target,
     runs: Vec<NewRun>,
     collect: Collect,
+    idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
     let mut tx = db.begin().await?;
+    if let Some(idem) = idempotency {
+        let claimed = sqlx::query(
+            "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
+             on conflict do nothing",
+        )
+        .bind(workspace)
+        .bind(&idem.key)
+        .bind(&idem.request_hash[..])
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return existing(&mut tx, workspace, idem).await;
+        }
+    }
     let operation = match collect {
         Collect::Direct => None,
         Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
         Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
     };
-    runs::insert_many(
-        &mut tx,
-        workspace,
-        target.agent.id,
-        target.version,
-        operation,
-        &runs,
-    )
-    .await?;
+    runs::insert_many(&mut tx, workspace, target.agent.id, target.version, operation, &runs).await?;
+    if let Some(idem) = idempotency {
+        sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
+            .bind(workspace)
+            .bind(&idem.key)
+            .bind(runs.first().map(|r| r.id))
+            .bind(operation)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(Admitted { runs, operation })
+    Ok(Admitted::New { runs, operation })
+}
+
+async fn existing(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    workspace: WorkspaceId,
+    idem: &Idempotency,
+) -> Result<Admitted> {
+    let (hash, run, operation): (Vec<u8>, Option<RunId>, Option<OperationId>) = sqlx::query_as(
+        "select request_hash, run_id, operation_id from idempotency_keys where workspace_id = $1 and key = $2",
+    )
+    .bind(workspace)
+    .bind(&idem.key)
+    .fetch_one(&mut **tx)
+    .await?;
+    if hash != idem.request_hash {
+        return Err(Error::conflict(
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request",
+        ));
+    }
+    Ok(Admitted::Existing { run, operation })
+}
+
+/// The run created under an idempotency key, if any.
+pub async fn run_for_key(db: &PgPool, workspace: WorkspaceId, key: &str) -> Result<Option<RunId>> {
+    let row: Option<(Option<RunId>,)> =
+        sqlx::query_as("select run_id from idempotency_keys where workspace_id = $1 and key = $2")
+            .bind(workspace)
+            .bind(key)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.and_then(|(run,)| run))
+}
+
+/// The jobs that start `runs`.
+pub fn jobs(workspace: WorkspaceId, runs: &[NewRun]) -> Vec<Job> {
+    runs.iter().map(|run| Job::new(run.id, workspace)).collect()
 }

@@ -19,6 +19,11 @@ const KEY_RANDOM_LEN: usize = 32;
 /// Characters of a key kept in clear for display (`rq_AbC4eFgH`).
 const DISPLAY_PREFIX_LEN: usize = 11;
 
+/// SHA-256 of `bytes` (request fingerprints for idempotency).
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 /// The process-wide key that seals provider secrets at rest.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey(Key<Aes256Gcm>);
@@ -43,9 +48,8 @@ impl MasterKey {
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let cipher = Aes256Gcm::new(&self.0);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = cipher
-            .encrypt(&nonce, plaintext)
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let ciphertext =
+            cipher.encrypt(&nonce, plaintext).expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);
@@ -58,9 +62,7 @@ impl MasterKey {
             return Err(Error::Crypto);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        Aes256Gcm::new(&self.0)
-            .decrypt(Nonce::from_slice(nonce), ciphertext)
-            .map_err(|_| Error::Crypto)
+        Aes256Gcm::new(&self.0).decrypt(Nonce::from_slice(nonce), ciphertext).map_err(|_| Error::Crypto)
     }
 }
 
@@ -77,11 +79,7 @@ impl std::fmt::Debug for ApiKey {
 impl ApiKey {
     /// Mints a new random key.
     pub fn generate() -> Self {
-        let random: String = rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(KEY_RANDOM_LEN)
-            .map(char::from)
-            .collect();
+        let random: String = rand::rng().sample_iter(Alphanumeric).take(KEY_RANDOM_LEN).map(char::from).collect();
         Self(format!("{KEY_PREFIX}{random}"))
     }
 
@@ -89,10 +87,7 @@ impl ApiKey {
     pub fn parse(raw: &str) -> Result<Self> {
         let raw = raw.trim();
         if raw.len() < 16 || raw.len() > 256 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
-                "api_key",
-                "must be 16 to 256 printable characters",
-            ));
+            return Err(Error::invalid("api_key", "must be 16 to 256 printable characters"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -117,9 +112,7 @@ mod tests {
     use super::*;
 
     fn key() -> MasterKey {
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-            .parse()
-            .unwrap()
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".parse().unwrap()
     }
 
     #[test]

@@ -14,11 +14,7 @@ use crate::id::RunId;
 /// One part of the UI message stream. Payloads carry exactly the protocol's keys: strict
 /// clients reject anything else.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "kebab-case",
-    rename_all_fields = "camelCase"
-)]
+#[serde(tag = "type", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum Part {
     Start {
         message_id: String,
@@ -71,13 +67,7 @@ impl Part {
 /// Whether an encoded part ends the stream, without parsing it: parts serialize with `type`
 /// first.
 pub fn is_terminal_json(json: &str) -> bool {
-    [
-        "{\"type\":\"finish\"",
-        "{\"type\":\"error\"",
-        "{\"type\":\"abort\"",
-    ]
-    .iter()
-    .any(|prefix| json.starts_with(prefix))
+    ["{\"type\":\"finish\"", "{\"type\":\"error\"", "{\"type\":\"abort\""].iter().any(|prefix| json.starts_with(prefix))
 }
 
 /// An encoded event: its `seq` and the part as JSON.
@@ -89,10 +79,7 @@ pub struct Event {
 
 impl Event {
     pub fn new(seq: u64, part: &Part) -> Self {
-        Self {
-            seq,
-            data: serde_json::to_string(part).expect("parts always serialize"),
-        }
+        Self { seq, data: serde_json::to_string(part).expect("parts always serialize") }
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -106,10 +93,7 @@ impl Event {
 
     pub fn from_message(message: &str) -> Option<Self> {
         let (seq, data) = message.split_once(' ')?;
-        Some(Self {
-            seq: seq.parse().ok()?,
-            data: data.to_owned(),
-        })
+        Some(Self { seq: seq.parse().ok()?, data: data.to_owned() })
     }
 }
 
@@ -125,11 +109,13 @@ pub struct RunKeys {
 
 impl RunKeys {
     pub fn new(prefix: &str, run: RunId) -> Self {
-        Self {
-            log: format!("{prefix}:run:{run}:log"),
-            channel: format!("{prefix}:run:{run}:live"),
-        }
+        Self { log: format!("{prefix}:run:{run}:log"), channel: format!("{prefix}:run:{run}:live") }
     }
+}
+
+/// The channel workers listen on for control messages (`cancel <run id>`).
+pub fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
 }
 
 /// Appends events to the log and, when `publish`, announces them live; one round trip.
@@ -141,17 +127,9 @@ pub async fn append(
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for event in events {
-        pipe.cmd("XADD")
-            .arg(&keys.log)
-            .arg(format!("0-{}", event.seq))
-            .arg("d")
-            .arg(&event.data)
-            .ignore();
+        pipe.cmd("XADD").arg(&keys.log).arg(format!("0-{}", event.seq)).arg("d").arg(&event.data).ignore();
         if publish {
-            pipe.cmd("PUBLISH")
-                .arg(&keys.channel)
-                .arg(event.to_message())
-                .ignore();
+            pipe.cmd("PUBLISH").arg(&keys.channel).arg(event.to_message()).ignore();
         }
     }
     if events.iter().any(Event::is_terminal) {
@@ -162,33 +140,18 @@ pub async fn append(
 
 /// Announces already-appended events live (used for the terminal event, which is published
 /// only after Postgres holds the final state).
-pub async fn publish(
-    conn: &mut impl ConnectionLike,
-    keys: &RunKeys,
-    events: &[Event],
-) -> redis::RedisResult<()> {
+pub async fn publish(conn: &mut impl ConnectionLike, keys: &RunKeys, events: &[Event]) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for event in events {
-        pipe.cmd("PUBLISH")
-            .arg(&keys.channel)
-            .arg(event.to_message())
-            .ignore();
+        pipe.cmd("PUBLISH").arg(&keys.channel).arg(event.to_message()).ignore();
     }
     pipe.query_async(conn).await
 }
 
 /// Events with `seq > after`, in order, from the run's Redis log.
-pub async fn replay(
-    conn: &mut impl ConnectionLike,
-    keys: &RunKeys,
-    after: u64,
-) -> redis::RedisResult<Vec<Event>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(&keys.log)
-        .arg(format!("(0-{after}"))
-        .arg("+")
-        .query_async(conn)
-        .await?;
+pub async fn replay(conn: &mut impl ConnectionLike, keys: &RunKeys, after: u64) -> redis::RedisResult<Vec<Event>> {
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg(&keys.log).arg(format!("(0-{after}")).arg("+").query_async(conn).await?;
     Ok(entries
         .into_iter()
         .filter_map(|(id, mut fields)| {
@@ -201,18 +164,9 @@ pub async fn replay(
 
 /// The last `seq` in the run's log (0 when empty): where a new attempt continues numbering.
 pub async fn last_seq(conn: &mut impl ConnectionLike, keys: &RunKeys) -> redis::RedisResult<u64> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-        .arg(&keys.log)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    Ok(entries
-        .first()
-        .and_then(|(id, _)| id.strip_prefix("0-")?.parse().ok())
-        .unwrap_or(0))
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XREVRANGE").arg(&keys.log).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+    Ok(entries.first().and_then(|(id, _)| id.strip_prefix("0-")?.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -223,23 +177,13 @@ mod tests {
 
     #[test]
     fn parts_serialize_with_exactly_the_protocol_keys() {
-        let part = Part::ToolInputAvailable {
-            tool_call_id: "c1".into(),
-            tool_name: "noop".into(),
-            input: json!({}),
-        };
+        let part = Part::ToolInputAvailable { tool_call_id: "c1".into(), tool_name: "noop".into(), input: json!({}) };
         assert_eq!(
             serde_json::to_value(&part).unwrap(),
             json!({"type": "tool-input-available", "toolCallId": "c1", "toolName": "noop", "input": {}})
         );
-        assert_eq!(
-            serde_json::to_string(&Part::StartStep).unwrap(),
-            r#"{"type":"start-step"}"#
-        );
-        let data = Part::DataRun {
-            data: json!({"attempt": 2}),
-            transient: true,
-        };
+        assert_eq!(serde_json::to_string(&Part::StartStep).unwrap(), r#"{"type":"start-step"}"#);
+        let data = Part::DataRun { data: json!({"attempt": 2}), transient: true };
         assert_eq!(
             serde_json::to_value(&data).unwrap(),
             json!({"type": "data-run", "data": {"attempt": 2}, "transient": true})
@@ -248,15 +192,8 @@ mod tests {
 
     #[test]
     fn terminal_parts_are_recognised_without_parsing() {
-        for part in [
-            Part::Finish {
-                message_metadata: json!({}),
-            },
-            Part::Error {
-                error_text: "x".into(),
-            },
-            Part::Abort,
-        ] {
+        for part in [Part::Finish { message_metadata: json!({}) }, Part::Error { error_text: "x".into() }, Part::Abort]
+        {
             assert!(Event::new(1, &part).is_terminal());
         }
         assert!(!Event::new(1, &Part::FinishStep).is_terminal());
@@ -264,13 +201,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let event = Event::new(
-            42,
-            &Part::TextDelta {
-                id: "t".into(),
-                delta: "a b".into(),
-            },
-        );
+        let event = Event::new(42, &Part::TextDelta { id: "t".into(), delta: "a b".into() });
         assert_eq!(Event::from_message(&event.to_message()), Some(event));
     }
 }

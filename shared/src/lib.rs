@@ -8,6 +8,7 @@
 //! - [`id`] — prefixed wire ids (`run_…`, `agt_…`) over UUIDv7.
 //! - [`admission`] — from a run request to recorded runs: resolve, render, record.
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
+//! - [`cancel`] — stopping a run: queued ones at once, running ones through their worker.
 //! - [`chat`] — the provider-neutral conversation (messages, tool calls, usage).
 //! - [`config`] — the typed settings tree shared by both binaries (clap, env).
 //! - [`crypto`] — API key minting and hashing, AES-GCM sealing of provider secrets.
@@ -22,6 +23,7 @@
 
 pub mod admission;
 pub mod broker;
+pub mod cancel;
 pub mod chat;
 pub mod config;
 pub mod crypto;

@@ -26,6 +26,20 @@ pub struct WorkerConfig {
     #[arg(long, env = "RUNQ_PROVIDER_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
     pub provider_idle_timeout_ms: u64,
 
+    /// How many times a failed provider call (429, 5xx, timeout, dropped connection) is retried.
+    #[arg(long, env = "RUNQ_PROVIDER_MAX_RETRIES", default_value_t = 4)]
+    pub provider_max_retries: u32,
+
+    /// First retry delay, in milliseconds; doubles each retry (with jitter) unless the provider
+    /// sent `Retry-After`.
+    #[arg(long, env = "RUNQ_RETRY_BASE_MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
+
+    /// On SIGTERM, how long in-flight runs may finish before they are handed to other workers,
+    /// in milliseconds.
+    #[arg(long, env = "RUNQ_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
     /// This worker's name in leases; defaults to `worker-<pid>-<random>`, unique per process.
     #[arg(long, env = "RUNQ_WORKER_ID")]
     pub worker_id: Option<String>,

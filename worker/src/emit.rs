@@ -14,12 +14,7 @@ pub struct Emitter {
 impl Emitter {
     /// Continues numbering after `last_seq` (0 for a first attempt).
     pub fn new(conn: ConnectionManager, keys: RunKeys, last_seq: u64) -> Self {
-        Self {
-            conn,
-            keys,
-            seq: last_seq,
-            pending: Vec::with_capacity(8),
-        }
+        Self { conn, keys, seq: last_seq, pending: Vec::with_capacity(8) }
     }
 
     pub fn emit(&mut self, part: &Part) {
@@ -27,14 +22,14 @@ impl Emitter {
         self.pending.push(Event::new(self.seq, part));
     }
 
-    /// Appends and publishes what is pending.
+    /// Appends and publishes what is pending. The batch is taken first, so a flush cut short
+    /// (the run was cancelled mid-write) never sends the same `seq` twice.
     pub async fn flush(&mut self) -> redis::RedisResult<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        events::append(&mut self.conn, &self.keys, &self.pending, true).await?;
-        self.pending.clear();
-        Ok(())
+        let batch = std::mem::take(&mut self.pending);
+        events::append(&mut self.conn, &self.keys, &batch, true).await
     }
 
     /// Appends the terminal event without announcing it: it is published by [`Emitter::announce`]
@@ -43,13 +38,7 @@ impl Emitter {
         self.flush().await?;
         self.seq += 1;
         let event = Event::new(self.seq, part);
-        events::append(
-            &mut self.conn,
-            &self.keys,
-            std::slice::from_ref(&event),
-            false,
-        )
-        .await?;
+        events::append(&mut self.conn, &self.keys, std::slice::from_ref(&event), false).await?;
         Ok(event)
     }
 

@@ -2,6 +2,7 @@
 //! the outcome.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::control::{Registry, Stop};
 use crate::emit::Emitter;
 use crate::provider::{ChatRequest, Provider, ProviderConfig, ProviderError, ProviderEvent};
 use crate::tools;
@@ -27,7 +29,28 @@ pub struct Ctx {
     pub master_key: MasterKey,
     pub http: reqwest::Client,
     pub worker_id: String,
-    pub lease: std::time::Duration,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    pub registry: Arc<Registry>,
+}
+
+/// How failed provider calls are retried within an attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter in [½, 1½) of the step, unless the provider said
+    /// when to come back.
+    fn delay(&self, retry: u32, error: &ProviderError) -> Duration {
+        if let Some(after) = error.retry_after() {
+            return after;
+        }
+        let step = self.base.saturating_mul(1 << retry.saturating_sub(1).min(16));
+        step.mul_f64(rand::random_range(0.5..1.5))
+    }
 }
 
 /// Most provider events published in one round trip.
@@ -36,23 +59,19 @@ const BATCH: usize = 64;
 /// Handles one job. Errors are infrastructure failures (Postgres or Redis gone); the run stays
 /// `running` and the reconciler hands it to another attempt when its lease expires.
 pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
-    let span = tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace, attempt = tracing::field::Empty);
+    let span =
+        tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace, attempt = tracing::field::Empty);
     if let Some(parent) = &job.traceparent {
         runq_shared::telemetry::set_remote_parent(&span, parent);
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
         let Some(claimed) = runs::claim(&ctx.db, job.run, &ctx.worker_id, ctx.lease).await? else {
-            tracing::debug!(
-                "run not claimable (duplicate job, finished, or waiting for its thread)"
-            );
+            tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
         tracing::Span::current().record("attempt", claimed.attempt);
-        Execution::start(&ctx, claimed, queue_wait_us)
-            .await?
-            .run()
-            .await
+        Execution::start(&ctx, claimed, queue_wait_us).await?.run().await
     }
     .instrument(span)
     .await
@@ -75,18 +94,21 @@ struct Execution<'a> {
 /// How an attempt ended.
 enum Outcome {
     Completed(String),
-    Failed { code: &'static str, message: String },
+    Failed {
+        code: &'static str,
+        message: String,
+    },
+    Cancelled,
+    TimedOut,
+    /// The worker is shutting down: another worker continues the run.
+    HandBack,
 }
 
 impl<'a> Execution<'a> {
     async fn start(ctx: &'a Ctx, claimed: Claimed, queue_wait_us: i64) -> anyhow::Result<Self> {
         let keys = RunKeys::new(ctx.broker.prefix(), claimed.id);
         let mut conn = ctx.broker.conn.clone();
-        let last_seq = if claimed.attempt > 1 {
-            events::last_seq(&mut conn, &keys).await?
-        } else {
-            0
-        };
+        let last_seq = if claimed.attempt > 1 { events::last_seq(&mut conn, &keys).await? } else { 0 };
         let mut messages = claimed.prelude.0.clone();
         messages.extend(claimed.history.0.iter().cloned());
         let turn_start = messages.len();
@@ -117,35 +139,56 @@ impl<'a> Execution<'a> {
                 transient: true,
             });
         }
-        let outcome = self.steps().await?;
-        self.finish(outcome).await
+        let entry = self.ctx.registry.enter(run);
+        let remaining = (self.claimed.deadline_at - Utc::now()).to_std().unwrap_or_default();
+        let outcome = {
+            let steps = self.steps();
+            tokio::select! {
+                outcome = steps => outcome?,
+                stop = entry.control.stopped() => match stop {
+                    Stop::Cancel => Outcome::Cancelled,
+                    Stop::HandBack => Outcome::HandBack,
+                },
+                _ = tokio::time::sleep(remaining) => Outcome::TimedOut,
+            }
+        };
+        match outcome {
+            Outcome::HandBack => self.hand_back().await,
+            outcome => self.finish(outcome).await,
+        }
+    }
+
+    /// Returns the run to the queue and pushes its job, so another worker resumes it now rather
+    /// than after the lease expires.
+    async fn hand_back(mut self) -> anyhow::Result<()> {
+        self.emitter.flush().await?;
+        if runs::hand_back(&self.ctx.db, self.claimed.id, self.claimed.attempt).await? {
+            let key = queue::key(self.ctx.broker.prefix());
+            queue::push(
+                &mut self.ctx.broker.conn.clone(),
+                &key,
+                &[Job::new(self.claimed.id, self.claimed.workspace_id)],
+            )
+            .await?;
+            tracing::info!("run handed back for another worker");
+        }
+        Ok(())
     }
 
     fn provider(&self) -> Result<Provider, ProviderError> {
-        let kind = ProviderKind::parse(&self.claimed.provider_kind).ok_or_else(|| {
-            ProviderError::BadRequest {
-                status: 0,
-                message: "unknown provider kind".into(),
-            }
-        })?;
+        let kind = ProviderKind::parse(&self.claimed.provider_kind)
+            .ok_or_else(|| ProviderError::BadRequest { status: 0, message: "unknown provider kind".into() })?;
         let api_key = match &self.claimed.api_key_sealed {
-            Some(sealed) => String::from_utf8(self.ctx.master_key.open(sealed).map_err(|_| {
-                ProviderError::Auth {
-                    status: 0,
-                    message: "the provider's API key cannot be decrypted with this RUNQ_MASTER_KEY"
-                        .into(),
-                }
+            Some(sealed) => String::from_utf8(self.ctx.master_key.open(sealed).map_err(|_| ProviderError::Auth {
+                status: 0,
+                message: "the provider's API key cannot be decrypted with this RUNQ_MASTER_KEY".into(),
             })?)
             .unwrap_or_default(),
             None => String::new(),
         };
         Ok(Provider::new(
             self.ctx.http.clone(),
-            ProviderConfig {
-                kind,
-                base_url: self.claimed.base_url.clone(),
-                api_key,
-            },
+            ProviderConfig { kind, base_url: self.claimed.base_url.clone(), api_key },
         ))
     }
 
@@ -154,10 +197,7 @@ impl<'a> Execution<'a> {
         let provider = match self.provider() {
             Ok(p) => p,
             Err(e) => {
-                return Ok(Outcome::Failed {
-                    code: e.code(),
-                    message: e.to_string(),
-                });
+                return Ok(Outcome::Failed { code: e.code(), message: e.to_string() });
             }
         };
         let mut parameters = self.claimed.version_parameters.0.clone();
@@ -172,13 +212,10 @@ impl<'a> Execution<'a> {
                 tools: tool_specs.clone(),
                 parameters: parameters.clone(),
             };
-            let (text, calls) = match self.call(&provider, &request).await? {
+            let (text, calls) = match self.call_with_retries(&provider, &request).await? {
                 Ok(answer) => answer,
                 Err(e) => {
-                    return Ok(Outcome::Failed {
-                        code: e.code(),
-                        message: e.to_string(),
-                    });
+                    return Ok(Outcome::Failed { code: e.code(), message: e.to_string() });
                 }
             };
             if calls.is_empty() {
@@ -186,8 +223,7 @@ impl<'a> Execution<'a> {
                 self.messages.push(ChatMessage::assistant(text.clone()));
                 return Ok(Outcome::Completed(text));
             }
-            self.messages
-                .push(ChatMessage::assistant_with_tool_calls(text, calls.clone()));
+            self.messages.push(ChatMessage::assistant_with_tool_calls(text, calls.clone()));
             for call in calls {
                 self.emitter.emit(&Part::ToolInputAvailable {
                     tool_call_id: call.id.clone(),
@@ -195,23 +231,43 @@ impl<'a> Execution<'a> {
                     input: call.arguments.clone(),
                 });
                 let output = tools::run(&call.name, &self.claimed.tools);
-                self.emitter.emit(&Part::ToolOutputAvailable {
-                    tool_call_id: call.id.clone(),
-                    output: output.clone(),
-                });
-                self.messages
-                    .push(ChatMessage::tool_result(call.id, output.to_string()));
+                self.emitter.emit(&Part::ToolOutputAvailable { tool_call_id: call.id.clone(), output: output.clone() });
+                self.messages.push(ChatMessage::tool_result(call.id, output.to_string()));
             }
             self.emitter.emit(&Part::FinishStep);
             self.emitter.flush().await?;
         }
         Ok(Outcome::Failed {
             code: "max_steps_exceeded",
-            message: format!(
-                "the agent was still calling tools after {} steps",
-                self.claimed.max_steps
-            ),
+            message: format!("the agent was still calling tools after {} steps", self.claimed.max_steps),
         })
+    }
+
+    /// A provider call, retried on rate limits, server errors, timeouts and dropped connections.
+    /// The stream says when a call is retried; only the successful call's text is kept.
+    async fn call_with_retries(
+        &mut self,
+        provider: &Provider,
+        request: &ChatRequest,
+    ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
+        let mut retry = 0;
+        loop {
+            match self.call(provider, request).await? {
+                Err(e) if e.is_retryable() && retry < self.ctx.retry.max_retries => {
+                    retry += 1;
+                    let delay = self.ctx.retry.delay(retry, &e);
+                    tracing::info!(error = %e, retry, delay_ms = delay.as_millis() as u64, "retrying provider call");
+                    self.emitter.emit(&Part::DataRun {
+                        data: json!({"status": "retrying", "attempt": self.claimed.attempt, "retry": retry,
+                                     "reason": e.code(), "delay_ms": delay.as_millis() as u64}),
+                        transient: true,
+                    });
+                    self.emitter.flush().await?;
+                    tokio::time::sleep(delay).await;
+                }
+                result => return Ok(result),
+            }
+        }
     }
 
     /// One streamed provider call: text deltas go out as they arrive.
@@ -242,10 +298,7 @@ impl<'a> Execution<'a> {
                             self.first_token_at.get_or_insert_with(Utc::now);
                         }
                         text.push_str(&delta);
-                        self.emitter.emit(&Part::TextDelta {
-                            id: id.clone(),
-                            delta,
-                        });
+                        self.emitter.emit(&Part::TextDelta { id: id.clone(), delta });
                     }
                     Ok(ProviderEvent::ToolCall(call)) => calls.push(call),
                     Ok(ProviderEvent::Finish { usage, .. }) => {
@@ -275,9 +328,7 @@ impl<'a> Execution<'a> {
                 status::COMPLETED,
                 Some(text),
                 None,
-                Part::Finish {
-                    message_metadata: json!({"usage": usage, "status": status::COMPLETED}),
-                },
+                Part::Finish { message_metadata: json!({"usage": usage, "status": status::COMPLETED}) },
             ),
             Outcome::Failed { code, message } => {
                 tracing::warn!(code, message, "run failed");
@@ -285,25 +336,26 @@ impl<'a> Execution<'a> {
                     status::FAILED,
                     None,
                     Some(json!({"code": code, "message": message})),
-                    Part::Error {
-                        error_text: message,
-                    },
+                    Part::Error { error_text: message },
                 )
             }
+            Outcome::Cancelled => {
+                self.emitter.emit(&Part::DataRun { data: json!({"status": status::CANCELLED}), transient: false });
+                let error = json!({"code": "cancelled", "message": "the run was cancelled"});
+                (status::CANCELLED, None, Some(error), Part::Abort)
+            }
+            Outcome::TimedOut => {
+                let message = "the run exceeded its time limit".to_owned();
+                let error = json!({"code": "timed_out", "message": message});
+                (status::TIMED_OUT, None, Some(error), Part::Error { error_text: message })
+            }
+            Outcome::HandBack => unreachable!("a handed-back run does not finish here"),
         };
         let terminal = self.emitter.append_terminal(&terminal).await?;
-        let log: Vec<Value> = self
-            .emitter
-            .log()
-            .await?
-            .into_iter()
-            .map(|e| json!({"seq": e.seq, "data": e.data}))
-            .collect();
-        let thread_messages = if status == status::COMPLETED {
-            self.messages[self.turn_start..].to_vec()
-        } else {
-            Vec::new()
-        };
+        let log: Vec<Value> =
+            self.emitter.log().await?.into_iter().map(|e| json!({"seq": e.seq, "data": e.data})).collect();
+        let thread_messages =
+            if status == status::COMPLETED { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
         let finish = Finish {
             status,
             output,
@@ -321,20 +373,11 @@ impl<'a> Execution<'a> {
             return Ok(());
         }
         self.emitter.announce(&terminal).await?;
-        if let Some(next) = runs::next_on_thread(
-            &self.ctx.db,
-            self.claimed.workspace_id,
-            &self.claimed.thread_id,
-        )
-        .await?
+        if let Some(next) =
+            runs::next_on_thread(&self.ctx.db, self.claimed.workspace_id, &self.claimed.thread_id).await?
         {
             let key = queue::key(self.ctx.broker.prefix());
-            queue::push(
-                &mut self.ctx.broker.conn.clone(),
-                &key,
-                &[Job::new(next, self.claimed.workspace_id)],
-            )
-            .await?;
+            queue::push(&mut self.ctx.broker.conn.clone(), &key, &[Job::new(next, self.claimed.workspace_id)]).await?;
         }
         tracing::info!(status, "run finished");
         Ok(())

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`config`] — settings (flags and environment).
+//! - [`control`] — stopping runs: client cancels and shutdown hand-backs.
 //! - [`execute`] — one run, from claim to recorded outcome.
 //! - [`emit`] — event numbering and batched publishing.
 //! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
@@ -24,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod control;
 pub mod emit;
 pub mod execute;
 pub mod provider;
@@ -44,15 +46,15 @@ pub struct Worker {
     concurrency: usize,
     reconcile_interval: Duration,
     requeue_after: Duration,
+    redis_client: redis::Client,
+    shutdown_grace: Duration,
 }
 
 impl Worker {
     /// Connects and migrates (a worker may start before any API).
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let db = runq_shared::db::pool(&config.store).context("DATABASE_URL")?;
-        runq_shared::db::migrate(&db)
-            .await
-            .context("applying migrations")?;
+        runq_shared::db::migrate(&db).await.context("applying migrations")?;
         let broker = Broker::connect(&config.store).context("REDIS_URL")?;
         let queue_conn = Broker::dedicated(&config.store).context("REDIS_URL")?;
         let http = reqwest::Client::builder()
@@ -61,10 +63,8 @@ impl Worker {
             .pool_max_idle_per_host(config.concurrency)
             .build()
             .context("building the HTTP client")?;
-        let worker_id = config
-            .worker_id
-            .clone()
-            .unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &uuid_suffix()));
+        let worker_id =
+            config.worker_id.clone().unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &uuid_suffix()));
         Ok(Self {
             ctx: Arc::new(Ctx {
                 db,
@@ -73,7 +73,14 @@ impl Worker {
                 http,
                 worker_id,
                 lease: config.lease(),
+                retry: execute::RetryPolicy {
+                    max_retries: config.provider_max_retries,
+                    base: Duration::from_millis(config.retry_base_ms),
+                },
+                registry: Arc::default(),
             }),
+            redis_client: redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             queue_conn,
             concurrency: config.concurrency.max(1),
             reconcile_interval: config.reconcile_interval(),
@@ -95,6 +102,12 @@ impl Worker {
             self.requeue_after,
             background.clone(),
         ));
+        tokio::spawn(control::listen(
+            self.redis_client.clone(),
+            self.ctx.broker.prefix().to_owned(),
+            self.ctx.registry.clone(),
+            background.clone(),
+        ));
 
         let key = queue::key(self.ctx.broker.prefix());
         let slots = Arc::new(Semaphore::new(self.concurrency));
@@ -114,13 +127,10 @@ impl Worker {
                     continue;
                 }
             };
-            let mut permits = std::iter::once(first).chain(std::iter::from_fn(|| {
-                slots.clone().try_acquire_owned().ok()
-            }));
+            let mut permits =
+                std::iter::once(first).chain(std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()));
             for job in jobs {
-                let permit = permits
-                    .next()
-                    .expect("a slot was counted for every popped job");
+                let permit = permits.next().expect("a slot was counted for every popped job");
                 let ctx = self.ctx.clone();
                 running.spawn(async move {
                     if let Err(e) = execute::handle(ctx, job).await {
@@ -132,7 +142,12 @@ impl Worker {
             while running.try_join_next().is_some() {}
         }
         tracing::info!(in_flight = running.len(), "draining in-flight runs");
-        while running.join_next().await.is_some() {}
+        let drain = async { while running.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.shutdown_grace, drain).await.is_err() {
+            tracing::info!(in_flight = running.len(), "grace period over: handing runs to other workers");
+            self.ctx.registry.stop_all(control::Stop::HandBack);
+            while running.join_next().await.is_some() {}
+        }
         background.cancel();
         Ok(())
     }

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runq_shared::db::runs::{self, Requeued};
+use runq_shared::db::runs::{self, Lost, Requeued, status};
+use runq_shared::events::{self, Event, Part, RunKeys};
 use runq_shared::queue::{self, Job};
 use tokio_util::sync::CancellationToken;
 
+use crate::control::Stop;
 use crate::execute::Ctx;
 
 /// Most runs one reconciler pass hands back.
@@ -26,16 +28,16 @@ pub async fn keep_leases(ctx: Arc<Ctx>, shutdown: CancellationToken) {
         if let Err(e) = runs::renew_leases(&ctx.db, &ctx.worker_id, ctx.lease).await {
             tracing::warn!(error = %e, "lease renewal failed");
         }
+        // a cancel whose signal was missed is still found here
+        match runs::cancel_requested(&ctx.db, &ctx.worker_id).await {
+            Ok(cancelled) => cancelled.into_iter().for_each(|run| ctx.registry.stop(run, Stop::Cancel)),
+            Err(e) => tracing::warn!(error = %e, "cancel check failed"),
+        }
     }
 }
 
 /// Re-pushes lost jobs and runs whose lease expired.
-pub async fn reconcile(
-    ctx: Arc<Ctx>,
-    every: Duration,
-    requeue_after: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn reconcile(ctx: Arc<Ctx>, every: Duration, requeue_after: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -50,26 +52,37 @@ pub async fn reconcile(
 }
 
 async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
+    for lost in runs::end_lost(&ctx.db, PASS_LIMIT).await? {
+        close_stream(ctx, &lost).await?;
+    }
     let expired = runs::requeue_expired(&ctx.db, PASS_LIMIT).await?;
     let stale = runs::requeue_stale(&ctx.db, requeue_after, PASS_LIMIT).await?;
     if expired.is_empty() && stale.is_empty() {
         return Ok(());
     }
-    tracing::info!(
-        expired = expired.len(),
-        stale = stale.len(),
-        "re-enqueueing runs"
-    );
-    let jobs: Vec<Job> = expired
-        .iter()
-        .chain(&stale)
-        .map(|r: &Requeued| Job::new(r.id, r.workspace_id))
+    tracing::info!(expired = expired.len(), stale = stale.len(), "re-enqueueing runs");
+    let jobs: Vec<Job> = expired.iter().chain(&stale).map(|r: &Requeued| Job::new(r.id, r.workspace_id)).collect();
+    queue::push(&mut ctx.broker.conn.clone(), &queue::key(ctx.broker.prefix()), &jobs).await?;
+    Ok(())
+}
+
+/// Ends the event stream of a run the reconciler ended, so its clients see why.
+async fn close_stream(ctx: &Ctx, lost: &Lost) -> anyhow::Result<()> {
+    tracing::warn!(run_id = %lost.id, status = lost.status, "run ended by the reconciler");
+    let keys = RunKeys::new(ctx.broker.prefix(), lost.id);
+    let mut conn = ctx.broker.conn.clone();
+    let seq = events::last_seq(&mut conn, &keys).await?;
+    let part = if lost.status == status::CANCELLED {
+        Part::Abort
+    } else {
+        Part::Error { error_text: lost.error["message"].as_str().unwrap_or("the run failed").to_owned() }
+    };
+    events::append(&mut conn, &keys, &[Event::new(seq + 1, &part)], true).await?;
+    let log: Vec<serde_json::Value> = events::replay(&mut conn, &keys, 0)
+        .await?
+        .into_iter()
+        .map(|e| serde_json::json!({"seq": e.seq, "data": e.data}))
         .collect();
-    queue::push(
-        &mut ctx.broker.conn.clone(),
-        &queue::key(ctx.broker.prefix()),
-        &jobs,
-    )
-    .await?;
+    runs::store_events(&ctx.db, lost.id, &serde_json::Value::Array(log)).await?;
     Ok(())
 }

@@ -11,16 +11,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::operations::OperationBody;
-use super::runs::{TurnFields, stream_response};
+use super::runs::{RunOptions, TurnFields, stream_response};
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::{Caller, Json, Path, Query};
 use crate::state::AppState;
 use crate::submit::{self, Delivery, Mode};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(invoke))
-        .routes(routes!(stream))
+    OpenApiRouter::new().routes(routes!(invoke)).routes(routes!(stream))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -43,62 +41,46 @@ async fn invoke(
     Json(body): Json<InvokeRequest>,
 ) -> Result<Response> {
     let agent = AgentRef::parse(&id)?;
+    let options = RunOptions { cancel_on_disconnect: false, default_timeout_ms: state.limits.run_timeout_ms };
     let (inputs, mode) = match body.batch {
         Some(batch) if batch.len() > state.limits.max_batch => {
-            return Err(Error::invalid(
-                "batch",
-                format!("at most {} items", state.limits.max_batch),
-            ));
+            return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
         }
         Some(batch) if !batch.is_empty() => {
             let inputs = batch
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| item.into_input(&format!("batch[{i}]."), &body.turn, false))
+                .map(|(i, item)| item.into_input(&format!("batch[{i}]."), &body.turn, options))
                 .collect::<Result<_>>()?;
             (inputs, Mode::Batch)
         }
         Some(_) => return Err(Error::invalid("batch", "must hold at least one item")),
-        None => (
-            vec![body.turn.into_input("", &TurnFields::default(), false)?],
-            Mode::Sync,
-        ),
+        None => (vec![body.turn.into_input("", &TurnFields::default(), options)?], Mode::Sync),
     };
-    Ok(
-        match submit::submit(&state, auth.workspace_id, &agent, inputs, mode).await? {
-            Delivery::Done(run) => {
-                let tokens = run
-                    .usage
-                    .as_ref()
-                    .map(|u| u.input_tokens + u.output_tokens)
-                    .unwrap_or(0);
-                let execution_ms = run.execution_time_ms().unwrap_or(0);
-                let metadata = json!({
-                    "execution_time": execution_ms as f64 / 1000.0,
-                    "tokens_used": tokens,
-                    "run_id": run.id,
-                    "thread_id": run.thread_id,
-                });
-                if run.status == "completed" {
-                    JsonResponse(json!({"status": "success", "data": {"result": run.output, "metadata": metadata}})).into_response()
-                } else {
-                    let error = run.error.map(|e| e.0).unwrap_or_else(|| json!({}));
-                    JsonResponse(json!({"status": "error", "message": error["message"], "error": error, "data": {"metadata": metadata}}))
+    Ok(match submit::submit(&state, auth.workspace_id, &agent, inputs, mode, None).await? {
+        Delivery::Done(run) => {
+            let tokens = run.usage.as_ref().map(|u| u.input_tokens + u.output_tokens).unwrap_or(0);
+            let execution_ms = run.execution_time_ms().unwrap_or(0);
+            let metadata = json!({
+                "execution_time": execution_ms as f64 / 1000.0,
+                "tokens_used": tokens,
+                "run_id": run.id,
+                "thread_id": run.thread_id,
+            });
+            if run.status == "completed" {
+                JsonResponse(json!({"status": "success", "data": {"result": run.output, "metadata": metadata}}))
                     .into_response()
-                }
+            } else {
+                let error = run.error.map(|e| e.0).unwrap_or_else(|| json!({}));
+                JsonResponse(json!({"status": "error", "message": error["message"], "error": error, "data": {"metadata": metadata}}))
+                    .into_response()
             }
-            Delivery::Accepted { operation, total } => (
-                StatusCode::ACCEPTED,
-                JsonResponse(OperationBody::pending(operation, total)),
-            )
-                .into_response(),
-            Delivery::Stream {
-                run,
-                thread,
-                events,
-            } => stream_response(run, &thread, events),
-        },
-    )
+        }
+        Delivery::Accepted { operation, total } => {
+            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total))).into_response()
+        }
+        Delivery::Stream { run, thread, events } => stream_response(run, &thread, events),
+    })
 }
 
 /// Streams a run of the agent as SSE: `?query=…` plus optional `thread_id`.
@@ -118,15 +100,10 @@ async fn stream(
         thread_id: text("thread_id").or_else(|| text("threadId")),
         ..TurnFields::default()
     };
-    let input = turn.into_input("", &TurnFields::default(), false)?;
-    match submit::submit(&state, auth.workspace_id, &agent, vec![input], Mode::Stream).await? {
-        Delivery::Stream {
-            run,
-            thread,
-            events,
-        } => Ok(stream_response(run, &thread, events)),
-        _ => Err(Error::Internal(anyhow::anyhow!(
-            "a stream submission did not stream"
-        ))),
+    let options = RunOptions { cancel_on_disconnect: false, default_timeout_ms: state.limits.run_timeout_ms };
+    let input = turn.into_input("", &TurnFields::default(), options)?;
+    match submit::submit(&state, auth.workspace_id, &agent, vec![input], Mode::Stream, None).await? {
+        Delivery::Stream { run, thread, events } => Ok(stream_response(run, &thread, events)),
+        _ => Err(Error::Internal(anyhow::anyhow!("a stream submission did not stream"))),
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use runq_shared::admission::RunInput;
 use runq_shared::chat::{ChatMessage, Role};
-use runq_shared::db::runs::{self, RunFilter, RunRecord};
+use runq_shared::db::runs::{self, Cancel, RunFilter, RunRecord};
 use runq_shared::domain::{AgentRef, ThreadId};
 use runq_shared::events::RunKeys;
 use runq_shared::id::{AgentId, OperationId, RunId, VersionId};
@@ -19,9 +19,9 @@ use utoipa_axum::routes;
 use super::operations::OperationBody;
 use super::{List, PageQuery};
 use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{Caller, Json, Path, Query};
+use crate::extract::{Caller, HashedJson, Path, Query};
 use crate::live::{self, RunStream};
-use crate::state::AppState;
+use crate::state::{AppState, Limits};
 use crate::submit::{self, Delivery, Mode};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(get))
         .routes(routes!(events))
+        .routes(routes!(cancel))
+        .routes(routes!(cancel_by_key))
 }
 
 /// A message of the new turn, as a client sends it.
@@ -62,6 +64,15 @@ pub struct TurnFields {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Option<Value>,
+    /// Time limit of the run from its first start, in milliseconds (default from the server).
+    pub timeout_ms: Option<u32>,
+}
+
+/// Request-wide settings every run of a request shares.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub cancel_on_disconnect: bool,
+    pub default_timeout_ms: u32,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -86,18 +97,8 @@ pub struct RunRequest {
 
 impl TurnFields {
     /// Converts to a run input; `field` prefixes error fields (`batch[3].`).
-    pub fn into_input(
-        self,
-        field: &str,
-        defaults: &TurnFields,
-        cancel_on_disconnect: bool,
-    ) -> Result<RunInput> {
-        let given = [
-            self.prompt.is_some(),
-            self.query.is_some(),
-            self.input.is_some(),
-            self.messages.is_some(),
-        ];
+    pub fn into_input(self, field: &str, defaults: &TurnFields, options: RunOptions) -> Result<RunInput> {
+        let given = [self.prompt.is_some(), self.query.is_some(), self.input.is_some(), self.messages.is_some()];
         let turn = match (self.prompt.or(self.query).or(self.input), self.messages) {
             _ if given.iter().filter(|g| **g).count() > 1 => {
                 return Err(Error::invalid(
@@ -126,23 +127,23 @@ impl TurnFields {
             Some(id) => Some(ThreadId::parse(&format!("{field}thread_id"), &id)?),
             None => None,
         };
-        let metadata = self
-            .metadata
-            .or_else(|| defaults.metadata.clone())
-            .unwrap_or_else(|| json!({}));
+        let metadata = self.metadata.or_else(|| defaults.metadata.clone()).unwrap_or_else(|| json!({}));
         if !metadata.is_object() {
-            return Err(Error::invalid(
-                format!("{field}metadata"),
-                "must be an object",
-            ));
+            return Err(Error::invalid(format!("{field}metadata"), "must be an object"));
         }
+        let timeout_ms = self.timeout_ms.or(defaults.timeout_ms).unwrap_or(options.default_timeout_ms);
+        let timeout_ms = i32::try_from(timeout_ms)
+            .ok()
+            .filter(|t| (1..=86_400_000).contains(t))
+            .ok_or_else(|| Error::invalid(format!("{field}timeout_ms"), "must be between 1 and 86400000"))?;
         Ok(RunInput {
             variables,
             turn,
             parameters,
             thread,
             metadata,
-            cancel_on_disconnect,
+            cancel_on_disconnect: options.cancel_on_disconnect,
+            timeout_ms,
         })
     }
 }
@@ -153,34 +154,23 @@ fn message(field: &str, m: InMessage) -> Result<ChatMessage> {
         "assistant" => Role::Assistant,
         "system" => Role::System,
         _ => {
-            return Err(Error::invalid(
-                format!("{field}.role"),
-                "must be user, assistant or system",
-            ));
+            return Err(Error::invalid(format!("{field}.role"), "must be user, assistant or system"));
         }
     };
-    Ok(ChatMessage {
-        role,
-        ..ChatMessage::user(m.content)
-    })
+    Ok(ChatMessage { role, ..ChatMessage::user(m.content) })
 }
 
 /// Whether the caller asked for SSE through its `Accept` header.
 pub fn wants_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"))
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"))
 }
 
 /// Turns a run request into inputs and a delivery mode.
-pub fn plan(request: RunRequest, headers: &HeaderMap) -> Result<(AgentRef, Vec<RunInput>, Mode)> {
-    let agent = request
-        .agent_id
-        .as_deref()
-        .ok_or_else(|| Error::invalid("agent_id", "missing field `agent_id`"))?;
+pub fn plan(request: RunRequest, headers: &HeaderMap, limits: &Limits) -> Result<(AgentRef, Vec<RunInput>, Mode)> {
+    let agent = request.agent_id.as_deref().ok_or_else(|| Error::invalid("agent_id", "missing field `agent_id`"))?;
     let agent = AgentRef::parse(agent)?;
-    let cancel = request.cancel_on_disconnect;
+    let cancel =
+        RunOptions { cancel_on_disconnect: request.cancel_on_disconnect, default_timeout_ms: limits.run_timeout_ms };
     if let Some(batch) = request.batch {
         if batch.is_empty() {
             return Err(Error::invalid("batch", "must hold at least one item"));
@@ -199,10 +189,7 @@ pub fn plan(request: RunRequest, headers: &HeaderMap) -> Result<(AgentRef, Vec<R
     } else {
         Mode::Sync
     };
-    let input = request
-        .turn
-        .clone()
-        .into_input("", &TurnFields::default(), cancel)?;
+    let input = request.turn.clone().into_input("", &TurnFields::default(), cancel)?;
     Ok((agent, vec![input], mode))
 }
 
@@ -240,11 +227,7 @@ impl From<RunRecord> for RunObject {
         let usage = run.usage.map(|u| u.0).unwrap_or_default();
         Self {
             execution_time_ms: run.execution_time_ms(),
-            messages: run
-                .output
-                .iter()
-                .map(|content| json!({"role": "assistant", "content": content}))
-                .collect(),
+            messages: run.output.iter().map(|content| json!({"role": "assistant", "content": content})).collect(),
             usage: json!({
                 "input_tokens": usage.input_tokens,
                 "output_tokens": usage.output_tokens,
@@ -271,10 +254,7 @@ impl From<RunRecord> for RunObject {
 /// The SSE response of a run, with the protocol and id headers.
 pub fn stream_response(run: RunId, thread: &str, mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        "x-vercel-ai-ui-message-stream",
-        HeaderValue::from_static("v1"),
-    );
+    headers.insert("x-vercel-ai-ui-message-stream", HeaderValue::from_static("v1"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Ok(v) = HeaderValue::from_str(&run.to_string()) {
@@ -288,17 +268,11 @@ pub fn stream_response(run: RunId, thread: &str, mut response: Response) -> Resp
 
 fn respond(delivery: Delivery) -> Response {
     match delivery {
-        Delivery::Stream {
-            run,
-            thread,
-            events,
-        } => stream_response(run, &thread, events),
+        Delivery::Stream { run, thread, events } => stream_response(run, &thread, events),
         Delivery::Done(run) => JsonResponse(RunObject::from(*run)).into_response(),
-        Delivery::Accepted { operation, total } => (
-            StatusCode::ACCEPTED,
-            JsonResponse(OperationBody::pending(operation, total)),
-        )
-            .into_response(),
+        Delivery::Accepted { operation, total } => {
+            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total))).into_response()
+        }
     }
 }
 
@@ -313,22 +287,14 @@ async fn run(
     State(state): State<AppState>,
     Caller(auth): Caller,
     headers: HeaderMap,
-    Json(body): Json<RunRequest>,
+    HashedJson(body, hash): HashedJson<RunRequest>,
 ) -> Result<Response> {
-    if body
-        .batch
-        .as_ref()
-        .is_some_and(|b| b.len() > state.limits.max_batch)
-    {
-        return Err(Error::invalid(
-            "batch",
-            format!("at most {} items", state.limits.max_batch),
-        ));
+    if body.batch.as_ref().is_some_and(|b| b.len() > state.limits.max_batch) {
+        return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
     }
-    let (agent, inputs, mode) = plan(body, &headers)?;
-    Ok(respond(
-        submit::submit(&state, auth.workspace_id, &agent, inputs, mode).await?,
-    ))
+    let idempotency = submit::idempotency(&headers, hash)?;
+    let (agent, inputs, mode) = plan(body, &headers, &state.limits)?;
+    Ok(respond(submit::submit(&state, auth.workspace_id, &agent, inputs, mode, idempotency).await?))
 }
 
 /// Alias of `POST /v1/run`.
@@ -338,7 +304,7 @@ async fn run_alias(
     state: State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Json<RunRequest>,
+    body: HashedJson<RunRequest>,
 ) -> Result<Response> {
     run(state, caller, headers, body).await
 }
@@ -364,21 +330,11 @@ async fn list(
     Caller(auth): Caller,
     Query(q): Query<RunListQuery>,
 ) -> Result<JsonResponse<List<RunObject>>> {
-    let page = PageQuery {
-        page: q.page,
-        limit: q.limit,
-    }
-    .page()?;
-    let filter = RunFilter {
-        agent: q.agent_id,
-        status: q.status,
-        thread: q.thread_id,
-    };
+    let page = PageQuery { page: q.page, limit: q.limit }.page()?;
+    let filter = RunFilter { agent: q.agent_id, status: q.status, thread: q.thread_id };
     let runs = runs::list(&state.db, auth.workspace_id, &filter, page).await?;
-    let runs = runq_shared::db::Paged {
-        items: runs.items.into_iter().map(RunObject::from).collect(),
-        total: runs.total,
-    };
+    let runs =
+        runq_shared::db::Paged { items: runs.items.into_iter().map(RunObject::from).collect(), total: runs.total };
     Ok(List::new(page, runs))
 }
 
@@ -391,9 +347,7 @@ async fn get(
     Caller(auth): Caller,
     Path(id): Path<RunId>,
 ) -> Result<JsonResponse<RunObject>> {
-    Ok(JsonResponse(
-        runs::get(&state.db, auth.workspace_id, id).await?.into(),
-    ))
+    Ok(JsonResponse(runs::get(&state.db, auth.workspace_id, id).await?.into()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -415,28 +369,65 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response> {
     let run = runs::get(&state.db, auth.workspace_id, id).await?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| Error::invalid("Last-Event-ID", "must be an event seq (a number)"))
-        });
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| {
+        v.trim().parse::<u64>().map_err(|_| Error::invalid("Last-Event-ID", "must be an event seq (a number)"))
+    });
     let after = match (last_event_id, q.after) {
         (Some(parsed), _) => parsed?,
         (None, after) => after.unwrap_or(0),
     };
     let keys = RunKeys::new(state.broker.prefix(), run.id);
     let subscription = state.hub.subscribe(keys.channel.clone()).await;
+    let cancel_on_disconnect = runs::cancels_on_disconnect(&state.db, run.id).await?;
     let events = live::sse(RunStream {
-        db: state.db.clone(),
-        broker: state.broker.clone(),
+        state: state.clone(),
         workspace: auth.workspace_id,
         run: run.id,
         keys,
         subscription,
         after,
+        cancel_on_disconnect,
     });
     Ok(stream_response(run.id, &run.thread_id, events))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelBody {
+    pub run_id: RunId,
+    /// `cancelled` when the run was still queued, `cancelling` while its worker stops it.
+    pub status: &'static str,
+}
+
+async fn cancel_run(state: &AppState, workspace: runq_shared::id::WorkspaceId, run: RunId) -> Result<Response> {
+    let status = match runq_shared::cancel::request(&state.db, &state.broker, workspace, run).await? {
+        Cancel::Cancelled => "cancelled",
+        Cancel::Cancelling => "cancelling",
+        Cancel::Finished => {
+            return Err(Error::Conflict { code: "run_finished", message: "The run has already finished".into() });
+        }
+    };
+    Ok((StatusCode::ACCEPTED, JsonResponse(CancelBody { run_id: run, status })).into_response())
+}
+
+/// Cancels a run: a queued run ends at once, a running one as soon as its worker hears (the
+/// provider call is aborted).
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", security(("api_key" = [])),
+    params(("id" = String, Path, description = "`run_…`")),
+    responses((status = 202, body = CancelBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel(State(state): State<AppState>, Caller(auth): Caller, Path(id): Path<RunId>) -> Result<Response> {
+    cancel_run(&state, auth.workspace_id, id).await
+}
+
+/// Cancels the run created with the `Idempotency-Key` header's key, for a client that never saw
+/// the run id.
+#[utoipa::path(post, path = "/v1/runs/cancel", tag = "runs", security(("api_key" = [])),
+    params(("Idempotency-Key" = String, Header)),
+    responses((status = 202, body = CancelBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cancel_by_key(State(state): State<AppState>, Caller(auth): Caller, headers: HeaderMap) -> Result<Response> {
+    let key =
+        submit::idempotency(&headers, [0; 32])?.ok_or_else(|| Error::invalid("Idempotency-Key", "missing header"))?.key;
+    let run = runq_shared::admission::run_for_key(&state.db, auth.workspace_id, &key)
+        .await?
+        .ok_or_else(|| Error::NotFound { code: "run_not_found", message: "Run not found".into() })?;
+    cancel_run(&state, auth.workspace_id, run).await
 }

@@ -79,6 +79,8 @@ pub struct NewRun {
     pub parameters: Map<String, Value>,
     pub metadata: Value,
     pub cancel_on_disconnect: bool,
+    /// Time limit from the first start, in milliseconds.
+    pub timeout_ms: i32,
 }
 
 /// Inserts runs of one agent version in one statement (a 10,000-item batch is one round trip).
@@ -92,15 +94,14 @@ pub async fn insert_many(
 ) -> Result<()> {
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
     let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
-    let indexes: Vec<Option<i32>> = (0..runs.len())
-        .map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX)))
-        .collect();
+    let indexes: Vec<Option<i32>> =
+        (0..runs.len()).map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX))).collect();
     let preludes: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.prelude)).collect();
     let inputs: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.input)).collect();
-    let parameters: Vec<Json<&Map<String, Value>>> =
-        runs.iter().map(|r| Json(&r.parameters)).collect();
+    let parameters: Vec<Json<&Map<String, Value>>> = runs.iter().map(|r| Json(&r.parameters)).collect();
     let metadata: Vec<Json<&Value>> = runs.iter().map(|r| Json(&r.metadata)).collect();
     let cancel: Vec<bool> = runs.iter().map(|r| r.cancel_on_disconnect).collect();
+    let timeouts: Vec<i32> = runs.iter().map(|r| r.timeout_ms).collect();
 
     let mut unique_threads = threads.clone();
     unique_threads.sort_unstable();
@@ -109,10 +110,12 @@ pub async fn insert_many(
 
     sqlx::query(
         "insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
-                           prelude, input, parameters, metadata, cancel_on_disconnect)
-         select r.id, $1, $2, $3, $4, r.thread_id, r.item_index, r.prelude, r.input, r.parameters, r.metadata, r.cancel
-         from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[], $12::bool[])
-              as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel)",
+                           prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms)
+         select r.id, $1, $2, $3, $4, r.thread_id, r.item_index, r.prelude, r.input, r.parameters, r.metadata,
+                r.cancel, r.timeout_ms
+         from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
+                     $12::bool[], $13::int[])
+              as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms)",
     )
     .bind(workspace)
     .bind(agent)
@@ -126,6 +129,7 @@ pub async fn insert_many(
     .bind(&parameters)
     .bind(&metadata)
     .bind(&cancel)
+    .bind(&timeouts)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -149,29 +153,26 @@ pub struct Claimed {
     pub provider_kind: String,
     pub base_url: String,
     pub api_key_sealed: Option<Vec<u8>>,
+    pub deadline_at: DateTime<Utc>,
 }
 
 /// Takes a queued run for `owner` (attempt + 1, lease until now + `lease`). Returns `None` when
 /// the run is not queued (a duplicate job) or an earlier run of its thread has not finished (it
 /// is started when that one finishes).
-pub async fn claim(
-    db: &PgPool,
-    run: RunId,
-    owner: &str,
-    lease: Duration,
-) -> Result<Option<Claimed>> {
+pub async fn claim(db: &PgPool, run: RunId, owner: &str, lease: Duration) -> Result<Option<Claimed>> {
     Ok(sqlx::query_as(
         "with claimed as (
              update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
-                    lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now())
+                    lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now()),
+                    deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
              where id = $1 and status = 'queued'
                and not exists (
                    select 1 from runs earlier
                    where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
                      and earlier.status in ('queued', 'running')
                      and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
-             returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters)
-         select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters,
+             returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at)
+         select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
                 coalesce((select jsonb_agg(m.content order by m.id) from messages m
                           where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
                 v.parameters as version_parameters, v.model, v.tools, v.max_steps,
@@ -238,11 +239,7 @@ pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> R
 }
 
 /// The oldest queued run of a thread: started when the run before it finishes.
-pub async fn next_on_thread(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    thread: &str,
-) -> Result<Option<RunId>> {
+pub async fn next_on_thread(db: &PgPool, workspace: WorkspaceId, thread: &str) -> Result<Option<RunId>> {
     let row: Option<(RunId,)> = sqlx::query_as(
         "select id from runs where workspace_id = $1 and thread_id = $2 and status = 'queued'
          order by created_at, id limit 1",
@@ -255,27 +252,16 @@ pub async fn next_on_thread(
 }
 
 pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) -> Result<RunRecord> {
-    sqlx::query_as(concat!(
-        "select ",
-        record_columns!(),
-        " from runs where id = $1 and workspace_id = $2"
-    ))
-    .bind(run)
-    .bind(workspace)
-    .fetch_optional(db)
-    .await?
-    .ok_or(Error::NotFound {
-        code: "run_not_found",
-        message: "Run not found",
-    })
+    sqlx::query_as(concat!("select ", record_columns!(), " from runs where id = $1 and workspace_id = $2"))
+        .bind(run)
+        .bind(workspace)
+        .fetch_optional(db)
+        .await?
+        .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })
 }
 
 /// The stored event log of a finished run, `[{seq, data}]`, when Redis no longer has it.
-pub async fn stored_events(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    run: RunId,
-) -> Result<Option<Value>> {
+pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Option<Value>> {
     let row: Option<(Option<Json<Value>>,)> =
         sqlx::query_as("select events from runs where id = $1 and workspace_id = $2")
             .bind(run)
@@ -293,12 +279,7 @@ pub struct RunFilter {
     pub thread: Option<String>,
 }
 
-pub async fn list(
-    db: &PgPool,
-    workspace: WorkspaceId,
-    filter: &RunFilter,
-    page: Page,
-) -> Result<Paged<RunRecord>> {
+pub async fn list(db: &PgPool, workspace: WorkspaceId, filter: &RunFilter, page: Page) -> Result<Paged<RunRecord>> {
     const WHERE: &str = "where workspace_id = $1 and ($2::uuid is null or agent_id = $2)
                            and ($3::text is null or status = $3) and ($4::text is null or thread_id = $4)";
     let items = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -313,24 +294,18 @@ pub async fn list(
     .bind(page.offset())
     .fetch_all(db)
     .await?;
-    let (total,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select count(*) from runs {WHERE}"
-    )))
-    .bind(workspace)
-    .bind(filter.agent)
-    .bind(&filter.status)
-    .bind(&filter.thread)
-    .fetch_one(db)
-    .await?;
+    let (total,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("select count(*) from runs {WHERE}")))
+        .bind(workspace)
+        .bind(filter.agent)
+        .bind(&filter.status)
+        .bind(&filter.thread)
+        .fetch_one(db)
+        .await?;
     Ok(Paged { items, total })
 }
 
 /// Runs of an operation in item order (batch results).
-pub async fn of_operation(
-    db: &PgPool,
-    operation: OperationId,
-    page: Page,
-) -> Result<Vec<RunRecord>> {
+pub async fn of_operation(db: &PgPool, operation: OperationId, page: Page) -> Result<Vec<RunRecord>> {
     Ok(sqlx::query_as(concat!(
         "select ",
         record_columns!(),
@@ -370,12 +345,135 @@ pub async fn requeue_expired(db: &PgPool, limit: i64) -> Result<Vec<Requeued>> {
     Ok(sqlx::query_as(
         "update runs set status = 'queued', lease_owner = null, lease_expires_at = null, enqueued_at = now()
          where id in (select id from runs where status = 'running' and lease_expires_at < now()
+                        and attempt < max_attempts and cancel_requested_at is null
                       order by lease_expires_at limit $1 for update skip locked)
          returning id, workspace_id",
     )
     .bind(limit)
     .fetch_all(db)
     .await?)
+}
+
+/// Ends runs whose lease expired and that must not run again: cancelled ones, and those on their
+/// last allowed attempt (a run that kills its worker every time must not loop forever).
+pub async fn end_lost(db: &PgPool, limit: i64) -> Result<Vec<Lost>> {
+    Ok(sqlx::query_as(
+        "update runs set lease_owner = null, lease_expires_at = null, finished_at = now(),
+                status = case when cancel_requested_at is not null then 'cancelled' else 'failed' end,
+                error = case when cancel_requested_at is not null
+                    then jsonb_build_object('code', 'cancelled', 'message', 'the run was cancelled')
+                    else jsonb_build_object('code', 'worker_lost',
+                        'message', 'the run lost its worker on every allowed attempt') end
+         where id in (select id from runs where status = 'running' and lease_expires_at < now()
+                        and (attempt >= max_attempts or cancel_requested_at is not null)
+                      order by lease_expires_at limit $1 for update skip locked)
+         returning id, workspace_id, status, error",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}
+
+/// A run the reconciler ended.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Lost {
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub status: String,
+    pub error: Json<Value>,
+}
+
+/// Hands a run back to the queue at once (a worker shutting down): only if `attempt` still
+/// holds it.
+pub async fn hand_back(db: &PgPool, run: RunId, attempt: i32) -> Result<bool> {
+    let done = sqlx::query(
+        "update runs set status = 'queued', lease_owner = null, lease_expires_at = null, enqueued_at = now()
+         where id = $1 and attempt = $2 and status = 'running'",
+    )
+    .bind(run)
+    .bind(attempt)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a cancel request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// It was queued: now `cancelled`, nobody else to tell.
+    Cancelled,
+    /// It is running: its worker must be told.
+    Cancelling,
+    /// It had already finished.
+    Finished,
+}
+
+/// Asks for a run to stop. A queued run is cancelled on the spot; a running one is marked, and
+/// its worker (told by signal, or at its next lease renewal) stops it.
+pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Cancel> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "with before as (select id, status from runs where id = $1 and workspace_id = $2 for update)
+         update runs set
+             cancel_requested_at = coalesce(cancel_requested_at, now()),
+             status = case when before.status = 'queued' then 'cancelled' else runs.status end,
+             finished_at = case when before.status = 'queued' then now() else runs.finished_at end,
+             error = case when before.status = 'queued'
+                          then '{\"code\": \"cancelled\", \"message\": \"the run was cancelled\"}'::jsonb
+                          else runs.error end
+         from before where runs.id = before.id
+         returning before.status",
+    )
+    .bind(run)
+    .bind(workspace)
+    .fetch_optional(db)
+    .await?;
+    match row {
+        None => Err(Error::NotFound { code: "run_not_found", message: "Run not found" }),
+        Some((before,)) if before == status::QUEUED => Ok(Cancel::Cancelled),
+        Some((before,)) if before == status::RUNNING => Ok(Cancel::Cancelling),
+        Some(_) => Ok(Cancel::Finished),
+    }
+}
+
+/// Stores the event log of a run finished outside a worker (cancelled while queued).
+pub async fn store_events(db: &PgPool, run: RunId, events: &Value) -> Result<()> {
+    sqlx::query("update runs set events = $2 where id = $1").bind(run).bind(Json(events)).execute(db).await?;
+    Ok(())
+}
+
+/// Runs `owner` holds whose cancellation was asked for (the fallback when a signal was missed).
+pub async fn cancel_requested(db: &PgPool, owner: &str) -> Result<Vec<RunId>> {
+    let rows: Vec<(RunId,)> = sqlx::query_as(
+        "select id from runs where lease_owner = $1 and status = 'running' and cancel_requested_at is not null",
+    )
+    .bind(owner)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Whether the run should stop streaming to a client that went away.
+pub async fn cancels_on_disconnect(db: &PgPool, run: RunId) -> Result<bool> {
+    let row: Option<(bool,)> =
+        sqlx::query_as("select cancel_on_disconnect from runs where id = $1").bind(run).fetch_optional(db).await?;
+    Ok(row.is_some_and(|(c,)| c))
+}
+
+/// Removes runs recorded by a request that then failed to enqueue them, so the refused request
+/// leaves nothing behind.
+pub async fn discard(db: &PgPool, runs: &[RunId], operation: Option<OperationId>) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("delete from idempotency_keys where run_id = any($1) or ($2::uuid is not null and operation_id = $2)")
+        .bind(runs)
+        .bind(operation)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from runs where id = any($1) and status = 'queued'").bind(runs).execute(&mut *tx).await?;
+    if let Some(operation) = operation {
+        sqlx::query("delete from operations where id = $1").bind(operation).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Runs queued for longer than `after` since their last push: their job was lost (the gap
