@@ -66,7 +66,7 @@ pub async fn submit(
         Admitted::New { runs, operation } => (runs, operation),
         Admitted::Existing { run, operation } => return deliver_existing(state, workspace, mode, run, operation).await,
     };
-    let jobs = admission::jobs(workspace, &runs);
+    let jobs = target.jobs(&runs);
     if let Some(operation) = operation {
         push(state, &jobs, operation.into()).await?;
         return Ok(Delivery::Accepted { operation, total: jobs.len() });
@@ -132,8 +132,7 @@ async fn deliver_existing(
 /// Pushes jobs. When Redis cannot take them, the runs just recorded are removed again and the
 /// caller gets 503: nothing half-written stays behind.
 async fn push(state: &AppState, jobs: &[Job], operation: Option<OperationId>) -> Result<()> {
-    let key = queue::key(state.broker.prefix());
-    let Err(e) = queue::push(&mut state.broker.conn.clone(), &key, jobs).await else { return Ok(()) };
+    let Err(e) = queue::push(&mut state.broker.conn.clone(), state.broker.queue(), jobs).await else { return Ok(()) };
     tracing::warn!(error = %e, runs = jobs.len(), "enqueue failed; discarding the recorded runs");
     let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
     runs::discard(&state.db, &ids, operation).await?;

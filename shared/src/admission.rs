@@ -24,6 +24,8 @@ use crate::{Error, Result};
 pub struct Target {
     pub agent: Agent,
     pub version: VersionId,
+    /// The workspace's cap on concurrently running runs (carried in the jobs).
+    pub concurrency_limit: Option<i32>,
     system_prompt: Option<String>,
     messages: Vec<PromptMessage>,
 }
@@ -55,19 +57,20 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
             message: "No deployed version found for this agent",
         });
     };
-    let row: Option<(Option<String>, Json<Vec<PromptMessage>>, bool)> = sqlx::query_as(
-        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id)
-         from agent_versions v where v.id = $1",
+    let row: Option<(Option<String>, Json<Vec<PromptMessage>>, bool, Option<i32>)> = sqlx::query_as(
+        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id),
+                w.concurrency_limit
+         from agent_versions v join workspaces w on w.id = v.workspace_id where v.id = $1",
     )
     .bind(version)
     .fetch_optional(db)
     .await?;
-    let (system_prompt, messages, has_provider) =
+    let (system_prompt, messages, has_provider, concurrency_limit) =
         row.ok_or(Error::NotFound { code: "agent_not_deployed", message: "No deployed version found for this agent" })?;
     if !has_provider {
         return Err(Error::provider_not_found());
     }
-    Ok(Target { agent, version, system_prompt, messages: messages.0 })
+    Ok(Target { agent, version, concurrency_limit, system_prompt, messages: messages.0 })
 }
 
 impl Target {
@@ -203,7 +206,9 @@ pub async fn run_for_key(db: &PgPool, workspace: WorkspaceId, key: &str) -> Resu
     Ok(row.and_then(|(run,)| run))
 }
 
-/// The jobs that start `runs`.
-pub fn jobs(workspace: WorkspaceId, runs: &[NewRun]) -> Vec<Job> {
-    runs.iter().map(|run| Job::new(run.id, workspace)).collect()
+impl Target {
+    /// The jobs that start `runs` of this target.
+    pub fn jobs(&self, runs: &[NewRun]) -> Vec<Job> {
+        runs.iter().map(|run| Job::new(run.id, self.agent.workspace_id, self.concurrency_limit)).collect()
+    }
 }

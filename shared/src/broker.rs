@@ -6,12 +6,14 @@
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::StoreConfig;
+use crate::queue::QueueKeys;
 
 /// A cheap-to-clone, self-reconnecting Redis handle plus the key namespace.
 #[derive(Clone)]
 pub struct Broker {
     pub conn: ConnectionManager,
     prefix: String,
+    queue: QueueKeys,
 }
 
 impl std::fmt::Debug for Broker {
@@ -30,7 +32,7 @@ impl Broker {
             .set_response_timeout(timeout)
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-        Ok(Self { conn, prefix: config.redis_prefix.clone() })
+        Ok(Self { conn, prefix: config.redis_prefix.clone(), queue: QueueKeys::new(&config.redis_prefix) })
     }
 
     /// A connection of its own for blocking commands (`BLMPOP`), which would stall every other
@@ -46,6 +48,11 @@ impl Broker {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The job queue's keys.
+    pub fn queue(&self) -> &QueueKeys {
+        &self.queue
     }
 
     /// `{prefix}:{suffix}`.

@@ -1,9 +1,18 @@
-//! The job queue: a Redis list per deployment, pushed with `RPUSH` and popped with a blocking
-//! `BLMPOP`, so an idle worker wakes the moment a job lands.
+//! The job queue: one Redis list per workspace, served round-robin, so a workspace with a
+//! 10,000-run batch queued does not hold back another workspace's single run.
 //!
-//! Jobs are small serde structs. Postgres stays the source of truth: a job only says "run R may
-//! be ready". A duplicate is harmless (the claim in Postgres fails and the job is dropped), and a
-//! lost one (worker died between pop and claim, Redis flushed) is re-pushed by the reconciler.
+//! Keys under the deployment prefix: `jobs:<workspace>` (a list of jobs), `ready` (a list of
+//! workspaces with queued jobs, rotated as they are served) and `ready:set` (the same
+//! workspaces, so each is listed once). Pushing and popping are Lua scripts, so the three stay
+//! consistent. An idle worker blocks on `BLMOVE ready ready` and wakes the moment a workspace
+//! becomes ready.
+//!
+//! Postgres stays the source of truth: a job only says "run R may be ready". A duplicate is
+//! harmless (the claim in Postgres fails and the job is dropped), and a lost one (worker died
+//! between pop and claim, Redis flushed) is pushed again by the reconciler.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -17,14 +26,17 @@ pub struct Job {
     pub workspace: WorkspaceId,
     /// When the job was pushed, in microseconds since the Unix epoch (enqueue → start latency).
     pub pushed_at_us: i64,
+    /// The workspace's cap on concurrently running runs, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<i32>,
     /// W3C `traceparent` of the span that enqueued the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }
 
 impl Job {
-    pub fn new(run: RunId, workspace: WorkspaceId) -> Self {
-        Self { run, workspace, pushed_at_us: now_us(), traceparent: crate::telemetry::current_traceparent() }
+    pub fn new(run: RunId, workspace: WorkspaceId, cap: Option<i32>) -> Self {
+        Self { run, workspace, pushed_at_us: now_us(), cap, traceparent: crate::telemetry::current_traceparent() }
     }
 }
 
@@ -33,51 +45,105 @@ pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// The list key of the deployment's queue.
-pub fn key(prefix: &str) -> String {
-    format!("{prefix}:jobs")
+/// The queue's keys under a deployment prefix.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    ready: String,
+    ready_set: String,
+    jobs_prefix: String,
 }
 
-/// Most jobs one `RPUSH` carries; a 10,000-run batch goes as a few pipelined commands.
-const PUSH_CHUNK: usize = 1000;
+impl QueueKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            ready: format!("{prefix}:ready"),
+            ready_set: format!("{prefix}:ready:set"),
+            jobs_prefix: format!("{prefix}:jobs:"),
+        }
+    }
+}
 
-/// Pushes jobs in one round trip.
-pub async fn push(conn: &mut impl ConnectionLike, key: &str, jobs: &[Job]) -> redis::RedisResult<()> {
+// ARGV: jobs key prefix, then per workspace: id, count, jobs...
+static PUSH: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local i = 2
+        while i <= #ARGV do
+            local ws, n = ARGV[i], tonumber(ARGV[i + 1])
+            local key, first, last = ARGV[1] .. ws, i + 2, i + 1 + n
+            for s = first, last, 500 do
+                redis.call('RPUSH', key, unpack(ARGV, s, math.min(s + 499, last)))
+            end
+            if redis.call('SADD', KEYS[2], ws) == 1 then redis.call('RPUSH', KEYS[1], ws) end
+            i = last + 1
+        end
+        return 1
+        ",
+    )
+});
+
+// ARGV: jobs key prefix, most jobs to take. One job per ready workspace in turn.
+static POP: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local out, max = {}, tonumber(ARGV[2])
+        while #out < max do
+            local ws = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+            if not ws then break end
+            local key = ARGV[1] .. ws
+            local job = redis.call('LPOP', key)
+            if job then out[#out + 1] = job end
+            if not job or redis.call('LLEN', key) == 0 then
+                redis.call('LREM', KEYS[1], 0, ws)
+                redis.call('SREM', KEYS[2], ws)
+            end
+        end
+        return out
+        ",
+    )
+});
+
+/// Pushes jobs (of any workspaces) in one round trip.
+pub async fn push(conn: &mut impl ConnectionLike, keys: &QueueKeys, jobs: &[Job]) -> redis::RedisResult<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
-    for chunk in jobs.chunks(PUSH_CHUNK) {
-        let encoded: Vec<String> =
-            chunk.iter().map(|job| serde_json::to_string(job).expect("jobs always serialize")).collect();
-        pipe.cmd("RPUSH").arg(key).arg(encoded).ignore();
+    let mut by_workspace: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for job in jobs {
+        let encoded = serde_json::to_string(job).expect("jobs always serialize");
+        by_workspace.entry(job.workspace.to_string()).or_default().push(encoded);
     }
-    pipe.query_async(conn).await
+    let mut invocation = PUSH.key(&keys.ready);
+    invocation.key(&keys.ready_set).arg(&keys.jobs_prefix);
+    for (workspace, encoded) in &by_workspace {
+        invocation.arg(workspace).arg(encoded.len()).arg(encoded);
+    }
+    invocation.invoke_async(conn).await
 }
 
-/// Pops up to `max` jobs, blocking up to `timeout_secs` for the first. Undecodable entries are
-/// dropped (logged): they cannot be retried into validity.
-pub async fn pop(
-    conn: &mut impl ConnectionLike,
-    key: &str,
-    max: usize,
-    timeout_secs: f64,
-) -> redis::RedisResult<Vec<Job>> {
-    let popped: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
-        .arg(timeout_secs)
-        .arg(1)
-        .arg(key)
-        .arg("LEFT")
-        .arg("COUNT")
-        .arg(max.max(1))
-        .query_async(conn)
-        .await?;
-    Ok(popped
-        .map(|(_, raw)| raw)
-        .unwrap_or_default()
+/// Takes up to `max` jobs without blocking, one per ready workspace in turn. Undecodable entries
+/// are dropped (logged): they cannot be retried into validity.
+pub async fn pop(conn: &mut impl ConnectionLike, keys: &QueueKeys, max: usize) -> redis::RedisResult<Vec<Job>> {
+    let raw: Vec<String> =
+        POP.key(&keys.ready).key(&keys.ready_set).arg(&keys.jobs_prefix).arg(max.max(1)).invoke_async(conn).await?;
+    Ok(raw
         .into_iter()
         .filter_map(|raw| {
             serde_json::from_str(&raw).map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job")).ok()
         })
         .collect())
+}
+
+/// Blocks until some workspace has queued jobs (or `timeout_secs` pass). Use a connection of its
+/// own: a blocking command stalls everything queued behind it on a shared connection.
+pub async fn wait(conn: &mut impl ConnectionLike, keys: &QueueKeys, timeout_secs: f64) -> redis::RedisResult<bool> {
+    let ready: Option<String> = redis::cmd("BLMOVE")
+        .arg(&keys.ready)
+        .arg(&keys.ready)
+        .arg("LEFT")
+        .arg("RIGHT")
+        .arg(timeout_secs)
+        .query_async(conn)
+        .await?;
+    Ok(ready.is_some())
 }

@@ -12,6 +12,7 @@ use runq_shared::crypto::MasterKey;
 use runq_shared::db::runs::{self, Claimed, Finish, status};
 use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
+use runq_shared::id::RunId;
 use runq_shared::queue::{self, Job};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -66,12 +67,12 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let Some(claimed) = runs::claim(&ctx.db, job.run, &ctx.worker_id, ctx.lease).await? else {
+        let Some(claimed) = runs::claim(&ctx.db, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await? else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
         tracing::Span::current().record("attempt", claimed.attempt);
-        Execution::start(&ctx, claimed, queue_wait_us).await?.run().await
+        Execution::start(&ctx, claimed, job.cap, queue_wait_us).await?.run().await
     }
     .instrument(span)
     .await
@@ -82,6 +83,8 @@ struct Execution<'a> {
     claimed: Claimed,
     emitter: Emitter,
     queue_wait_us: i64,
+    /// The workspace's concurrency cap, carried on to the jobs this run pushes.
+    cap: Option<i32>,
     /// The conversation sent to the provider, growing with each tool step.
     messages: Vec<ChatMessage>,
     /// Index in `messages` where this run's own turn starts (what the thread keeps).
@@ -105,7 +108,7 @@ enum Outcome {
 }
 
 impl<'a> Execution<'a> {
-    async fn start(ctx: &'a Ctx, claimed: Claimed, queue_wait_us: i64) -> anyhow::Result<Self> {
+    async fn start(ctx: &'a Ctx, claimed: Claimed, cap: Option<i32>, queue_wait_us: i64) -> anyhow::Result<Self> {
         let keys = RunKeys::new(ctx.broker.prefix(), claimed.id);
         let mut conn = ctx.broker.conn.clone();
         let last_seq = if claimed.attempt > 1 { events::last_seq(&mut conn, &keys).await? } else { 0 };
@@ -118,6 +121,7 @@ impl<'a> Execution<'a> {
             emitter: Emitter::new(conn, keys, last_seq),
             claimed,
             queue_wait_us,
+            cap,
             messages,
             turn_start,
             usage: Usage::default(),
@@ -163,13 +167,7 @@ impl<'a> Execution<'a> {
     async fn hand_back(mut self) -> anyhow::Result<()> {
         self.emitter.flush().await?;
         if runs::hand_back(&self.ctx.db, self.claimed.id, self.claimed.attempt).await? {
-            let key = queue::key(self.ctx.broker.prefix());
-            queue::push(
-                &mut self.ctx.broker.conn.clone(),
-                &key,
-                &[Job::new(self.claimed.id, self.claimed.workspace_id)],
-            )
-            .await?;
+            self.push(&[self.claimed.id]).await?;
             tracing::info!("run handed back for another worker");
         }
         Ok(())
@@ -359,7 +357,7 @@ impl<'a> Execution<'a> {
         let finish = Finish {
             status,
             output,
-            transcript: self.messages,
+            transcript: std::mem::take(&mut self.messages),
             thread_messages,
             usage: self.usage,
             error,
@@ -373,13 +371,29 @@ impl<'a> Execution<'a> {
             return Ok(());
         }
         self.emitter.announce(&terminal).await?;
-        if let Some(next) =
-            runs::next_on_thread(&self.ctx.db, self.claimed.workspace_id, &self.claimed.thread_id).await?
-        {
-            let key = queue::key(self.ctx.broker.prefix());
-            queue::push(&mut self.ctx.broker.conn.clone(), &key, &[Job::new(next, self.claimed.workspace_id)]).await?;
-        }
+        self.start_successors().await?;
         tracing::info!(status, "run finished");
+        Ok(())
+    }
+
+    /// Starts what waited for this run to finish: the next run of its thread, and (under a
+    /// concurrency cap) the oldest queued runs of its workspace. Extra jobs are harmless: a claim
+    /// that cannot proceed drops its job.
+    async fn start_successors(&self) -> anyhow::Result<()> {
+        let workspace = self.claimed.workspace_id;
+        let mut next: Vec<RunId> = runs::next_on_thread(&self.ctx.db, workspace, &self.claimed.thread_id)
+            .await?
+            .into_iter()
+            .collect();
+        if let Some(cap) = self.cap {
+            next.extend(runs::next_in_workspace(&self.ctx.db, workspace, i64::from(cap.clamp(1, 8))).await?);
+        }
+        self.push(&next).await
+    }
+
+    async fn push(&self, runs: &[RunId]) -> anyhow::Result<()> {
+        let jobs: Vec<Job> = runs.iter().map(|run| Job::new(*run, self.claimed.workspace_id, self.cap)).collect();
+        queue::push(&mut self.ctx.broker.conn.clone(), self.ctx.broker.queue(), &jobs).await?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! `runq-worker`: takes runs off the queue and executes them.
 //!
-//! A worker pops jobs with a blocking pop (so it wakes the moment a job is pushed), claims each
+//! A worker takes jobs round-robin across workspaces and blocks while none are queued (waking the
+//! moment one is pushed), claims each
 //! run in Postgres, streams the provider, runs tool steps, publishes every event, and records
 //! the outcome. Beside the consumer it renews its leases and reconciles lost work.
 //!
@@ -37,8 +38,8 @@ use crate::execute::Ctx;
 
 /// Most jobs taken in one pop.
 const POP_BATCH: usize = 64;
-/// How long one blocking pop waits before looking at the shutdown token again, in seconds.
-const POP_TIMEOUT_SECS: f64 = 1.0;
+/// How long one blocking wait lasts before looking at the shutdown token again, in seconds.
+const WAIT_TIMEOUT_SECS: f64 = 1.0;
 
 pub struct Worker {
     ctx: Arc<Ctx>,
@@ -109,7 +110,8 @@ impl Worker {
             background.clone(),
         ));
 
-        let key = queue::key(self.ctx.broker.prefix());
+        let keys = self.ctx.broker.queue().clone();
+        let mut conn = self.ctx.broker.conn.clone();
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut running = JoinSet::new();
         while !shutdown.is_cancelled() {
@@ -119,7 +121,15 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             };
             let room = (slots.available_permits() + 1).min(POP_BATCH);
-            let jobs = match queue::pop(&mut self.queue_conn, &key, room, POP_TIMEOUT_SECS).await {
+            let jobs = match queue::pop(&mut conn, &keys, room).await {
+                Ok(jobs) if jobs.is_empty() => {
+                    // nothing queued: block until a workspace becomes ready, then pop again
+                    if let Err(e) = queue::wait(&mut self.queue_conn, &keys, WAIT_TIMEOUT_SECS).await {
+                        tracing::warn!(error = %e, "queue wait failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    continue;
+                }
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::warn!(error = %e, "queue pop failed; retrying");

@@ -156,36 +156,64 @@ pub struct Claimed {
     pub deadline_at: DateTime<Utc>,
 }
 
+const CLAIM: &str = "with claimed as (
+         update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
+                lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now()),
+                deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
+         where id = $1 and status = 'queued'
+           and not exists (
+               select 1 from runs earlier
+               where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
+                 and earlier.status in ('queued', 'running')
+                 and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
+           and ($4::int is null or (select count(*) from runs busy
+                                    where busy.workspace_id = runs.workspace_id and busy.status = 'running') < $4)
+         returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at)
+     select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
+            coalesce((select jsonb_agg(m.content order by m.id) from messages m
+                      where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
+            v.parameters as version_parameters, v.model, v.tools, v.max_steps,
+            p.kind as provider_kind, p.base_url, p.api_key_sealed
+     from claimed c
+     join agent_versions v on v.id = c.version_id
+     join providers p on p.id = v.provider_id";
+
 /// Takes a queued run for `owner` (attempt + 1, lease until now + `lease`). Returns `None` when
-/// the run is not queued (a duplicate job) or an earlier run of its thread has not finished (it
-/// is started when that one finishes).
-pub async fn claim(db: &PgPool, run: RunId, owner: &str, lease: Duration) -> Result<Option<Claimed>> {
-    Ok(sqlx::query_as(
-        "with claimed as (
-             update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
-                    lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now()),
-                    deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
-             where id = $1 and status = 'queued'
-               and not exists (
-                   select 1 from runs earlier
-                   where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
-                     and earlier.status in ('queued', 'running')
-                     and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
-             returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at)
-         select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
-                coalesce((select jsonb_agg(m.content order by m.id) from messages m
-                          where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
-                v.parameters as version_parameters, v.model, v.tools, v.max_steps,
-                p.kind as provider_kind, p.base_url, p.api_key_sealed
-         from claimed c
-         join agent_versions v on v.id = c.version_id
-         join providers p on p.id = v.provider_id",
+/// the run is not queued (a duplicate job), an earlier run of its thread has not finished (it is
+/// started when that one finishes), or its workspace already runs `cap` runs (it is started when
+/// one of them finishes). Claims under a cap are serialized per workspace by an advisory lock, so
+/// the cap holds across any number of workers.
+pub async fn claim(
+    db: &PgPool,
+    run: RunId,
+    workspace: WorkspaceId,
+    owner: &str,
+    lease: Duration,
+    cap: Option<i32>,
+) -> Result<Option<Claimed>> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let claim = sqlx::query_as(CLAIM).bind(run).bind(owner).bind(lease_ms).bind(cap);
+    let Some(_) = cap else { return Ok(claim.fetch_optional(db).await?) };
+    let mut tx = db.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(workspace)
+        .execute(&mut *tx)
+        .await?;
+    let claimed = claim.fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// The oldest queued runs of a capped workspace, to start when one of its runs finishes.
+pub async fn next_in_workspace(db: &PgPool, workspace: WorkspaceId, limit: i64) -> Result<Vec<RunId>> {
+    let rows: Vec<(RunId,)> = sqlx::query_as(
+        "select id from runs where workspace_id = $1 and status = 'queued' order by created_at, id limit $2",
     )
-    .bind(run)
-    .bind(owner)
-    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
-    .fetch_optional(db)
-    .await?)
+    .bind(workspace)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// The end of an attempt, as the worker saw it.
@@ -337,6 +365,8 @@ pub async fn renew_leases(db: &PgPool, owner: &str, lease: Duration) -> Result<u
 pub struct Requeued {
     pub id: RunId,
     pub workspace_id: WorkspaceId,
+    /// The workspace's concurrency cap, for the job.
+    pub cap: Option<i32>,
 }
 
 /// Puts runs whose worker stopped renewing its lease back in the queue (`running → queued`).
@@ -347,7 +377,8 @@ pub async fn requeue_expired(db: &PgPool, limit: i64) -> Result<Vec<Requeued>> {
          where id in (select id from runs where status = 'running' and lease_expires_at < now()
                         and attempt < max_attempts and cancel_requested_at is null
                       order by lease_expires_at limit $1 for update skip locked)
-         returning id, workspace_id",
+         returning id, workspace_id,
+                   (select concurrency_limit from workspaces w where w.id = runs.workspace_id) as cap",
     )
     .bind(limit)
     .fetch_all(db)
@@ -484,7 +515,8 @@ pub async fn requeue_stale(db: &PgPool, after: Duration, limit: i64) -> Result<V
          where id in (select id from runs where status = 'queued'
                         and enqueued_at < now() - $1 * interval '1 millisecond'
                       order by enqueued_at limit $2 for update skip locked)
-         returning id, workspace_id",
+         returning id, workspace_id,
+                   (select concurrency_limit from workspaces w where w.id = runs.workspace_id) as cap",
     )
     .bind(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
     .bind(limit)
