@@ -45,6 +45,14 @@ pub struct RunInput {
     pub timeout_ms: i32,
 }
 
+#[derive(sqlx::FromRow)]
+struct DeployedVersion {
+    system_prompt: Option<String>,
+    messages: Json<Vec<PromptMessage>>,
+    has_provider: bool,
+    concurrency_limit: Option<i32>,
+}
+
 /// Finds the agent and its deployed version.
 pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> Result<Target> {
     let agent = agents::get(db, workspace, agent).await?;
@@ -57,20 +65,26 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
             message: "No deployed version found for this agent",
         });
     };
-    let row: Option<(Option<String>, Json<Vec<PromptMessage>>, bool, Option<i32>)> = sqlx::query_as(
-        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id),
+    let row: Option<DeployedVersion> = sqlx::query_as(
+        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id) as has_provider,
                 w.concurrency_limit
          from agent_versions v join workspaces w on w.id = v.workspace_id where v.id = $1",
     )
     .bind(version)
     .fetch_optional(db)
     .await?;
-    let (system_prompt, messages, has_provider, concurrency_limit) =
+    let deployed =
         row.ok_or(Error::NotFound { code: "agent_not_deployed", message: "No deployed version found for this agent" })?;
-    if !has_provider {
+    if !deployed.has_provider {
         return Err(Error::provider_not_found());
     }
-    Ok(Target { agent, version, concurrency_limit, system_prompt, messages: messages.0 })
+    Ok(Target {
+        agent,
+        version,
+        concurrency_limit: deployed.concurrency_limit,
+        system_prompt: deployed.system_prompt,
+        messages: deployed.messages.0,
+    })
 }
 
 impl Target {
