@@ -3,6 +3,7 @@
 
 mod auth;
 mod errors;
+mod fairness;
 mod management;
 mod ops;
 mod runs;
