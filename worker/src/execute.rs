@@ -67,7 +67,8 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let Some(claimed) = runs::claim(&ctx.db, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await? else {
+        let Some(claimed) = runs::claim(&ctx.db, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
+        else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
@@ -381,10 +382,8 @@ impl<'a> Execution<'a> {
     /// that cannot proceed drops its job.
     async fn start_successors(&self) -> anyhow::Result<()> {
         let workspace = self.claimed.workspace_id;
-        let mut next: Vec<RunId> = runs::next_on_thread(&self.ctx.db, workspace, &self.claimed.thread_id)
-            .await?
-            .into_iter()
-            .collect();
+        let mut next: Vec<RunId> =
+            runs::next_on_thread(&self.ctx.db, workspace, &self.claimed.thread_id).await?.into_iter().collect();
         if let Some(cap) = self.cap {
             next.extend(runs::next_in_workspace(&self.ctx.db, workspace, i64::from(cap.clamp(1, 8))).await?);
         }

@@ -61,7 +61,8 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!(expired = expired.len(), stale = stale.len(), "re-enqueueing runs");
-    let jobs: Vec<Job> = expired.iter().chain(&stale).map(|r: &Requeued| Job::new(r.id, r.workspace_id, r.cap)).collect();
+    let jobs: Vec<Job> =
+        expired.iter().chain(&stale).map(|r: &Requeued| Job::new(r.id, r.workspace_id, r.cap)).collect();
     queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &jobs).await?;
     Ok(())
 }
