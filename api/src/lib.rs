@@ -81,7 +81,7 @@ impl Application {
 }
 
 async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
-    let db = db::pool(&config.store).context("DATABASE_URL")?;
+    let db = db::pool(&config.store, config.store.dependency_timeout()).context("DATABASE_URL")?;
     db::migrate(&db).await.context("applying migrations")?;
     let broker = Broker::connect(&config.store).context("REDIS_URL")?;
     let hub = live::Hub::start(redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?);

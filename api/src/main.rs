@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{created}");
         }
         Command::Migrate => {
-            let db = runq_shared::db::pool(&cli.config.store)?;
+            let db = runq_shared::db::pool(&cli.config.store, cli.config.store.dependency_timeout())?;
             runq_shared::db::migrate(&db).await?;
         }
     }

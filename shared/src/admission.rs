@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 
 use crate::chat::ChatMessage;
-use crate::db::agents::{self, Agent};
+use crate::db::agents::Agent;
 use crate::db::operations;
 use crate::db::runs::{self, NewRun};
 use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
@@ -45,45 +45,61 @@ pub struct RunInput {
     pub timeout_ms: i32,
 }
 
+/// An agent with its deployed version, its provider's presence and its workspace's cap: all
+/// admission needs, in one round trip.
 #[derive(sqlx::FromRow)]
-struct DeployedVersion {
+struct Resolved {
+    #[sqlx(flatten)]
+    agent: Agent,
     system_prompt: Option<String>,
-    messages: Json<Vec<PromptMessage>>,
+    messages: Option<Json<Vec<PromptMessage>>>,
     has_provider: bool,
     concurrency_limit: Option<i32>,
 }
 
 /// Finds the agent and its deployed version.
 pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> Result<Target> {
-    let agent = agents::get(db, workspace, agent).await?;
-    if agent.archived {
+    let (id, slug) = match agent {
+        AgentRef::Id(id) => (Some(*id), None),
+        AgentRef::Slug(slug) => (None, Some(slug.as_str())),
+    };
+    let row: Option<Resolved> = sqlx::query_as(
+        "select a.id, a.workspace_id, a.name, a.slug, a.description, a.tags, v.id as deployed_version_id,
+                a.archived_at is not null as archived, a.created_at, a.updated_at,
+                v.system_prompt, v.messages, p.id is not null as has_provider, w.concurrency_limit
+         from agents a
+         join workspaces w on w.id = a.workspace_id
+         left join agent_versions v on v.agent_id = a.id and v.deployed
+         left join providers p on p.id = v.provider_id
+         where a.id = $1 or (a.workspace_id = $2 and a.slug = $3)",
+    )
+    .bind(id)
+    .bind(workspace)
+    .bind(slug)
+    .fetch_optional(db)
+    .await?;
+    let row = row.ok_or_else(Error::agent_not_found)?;
+    if row.agent.workspace_id != workspace {
+        return Err(Error::OtherWorkspace { what: "Agent" });
+    }
+    if row.agent.archived {
         return Err(Error::agent_not_found());
     }
-    let Some(version) = agent.deployed_version_id else {
+    let (Some(version), Some(messages)) = (row.agent.deployed_version_id, row.messages) else {
         return Err(Error::NotFound {
             code: "agent_not_deployed",
             message: "No deployed version found for this agent",
         });
     };
-    let row: Option<DeployedVersion> = sqlx::query_as(
-        "select v.system_prompt, v.messages, exists (select 1 from providers p where p.id = v.provider_id) as has_provider,
-                w.concurrency_limit
-         from agent_versions v join workspaces w on w.id = v.workspace_id where v.id = $1",
-    )
-    .bind(version)
-    .fetch_optional(db)
-    .await?;
-    let deployed =
-        row.ok_or(Error::NotFound { code: "agent_not_deployed", message: "No deployed version found for this agent" })?;
-    if !deployed.has_provider {
+    if !row.has_provider {
         return Err(Error::provider_not_found());
     }
     Ok(Target {
-        agent,
+        agent: row.agent,
         version,
-        concurrency_limit: deployed.concurrency_limit,
-        system_prompt: deployed.system_prompt,
-        messages: deployed.messages.0,
+        concurrency_limit: row.concurrency_limit,
+        system_prompt: row.system_prompt,
+        messages: messages.0,
     })
 }
 
@@ -154,6 +170,11 @@ pub async fn record(
     collect: Collect,
     idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
+    if collect == Collect::Direct && idempotency.is_none() {
+        // the common case: one statement, no explicit transaction
+        runs::insert_many(db, workspace, target.agent.id, target.version, None, &runs).await?;
+        return Ok(Admitted::New { runs, operation: None });
+    }
     let mut tx = db.begin().await?;
     if let Some(idem) = idempotency {
         let claimed = sqlx::query(
@@ -174,7 +195,7 @@ pub async fn record(
         Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
         Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
     };
-    runs::insert_many(&mut tx, workspace, target.agent.id, target.version, operation, &runs).await?;
+    runs::insert_many(&mut *tx, workspace, target.agent.id, target.version, operation, &runs).await?;
     if let Some(idem) = idempotency {
         sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
             .bind(workspace)

@@ -138,6 +138,9 @@ pub enum Scope {
     Run,
     /// Manage keys, providers, agents and versions.
     Manage,
+    /// Operate the service: change any workspace's plan and limits. Held by `RUNQ_ADMIN_KEY`;
+    /// only an admin key can grant it.
+    Admin,
 }
 
 impl Scope {
@@ -145,6 +148,7 @@ impl Scope {
         match self {
             Self::Run => "run",
             Self::Manage => "manage",
+            Self::Admin => "admin",
         }
     }
 
@@ -152,9 +156,47 @@ impl Scope {
         match raw {
             "run" => Some(Self::Run),
             "manage" => Some(Self::Manage),
+            "admin" => Some(Self::Admin),
             _ => None,
         }
     }
+}
+
+/// A workspace's plan: the request rate its keys get unless a custom limit is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    Free,
+    Pro,
+    /// Not rate limited.
+    Enterprise,
+}
+
+impl Plan {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Pro => "pro",
+            Self::Enterprise => "enterprise",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "free" => Some(Self::Free),
+            "pro" => Some(Self::Pro),
+            "enterprise" => Some(Self::Enterprise),
+            _ => None,
+        }
+    }
+}
+
+/// A limit set by an operator (requests per window, concurrent runs): 1 or more.
+pub fn positive_limit(field: &str, value: i32) -> Result<i32> {
+    if value < 1 {
+        return Err(Error::invalid(field, "must be 1 or more (or null for no custom limit)"));
+    }
+    Ok(value)
 }
 
 /// The wire protocol a provider speaks.

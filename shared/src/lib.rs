@@ -13,9 +13,10 @@
 //! - [`config`] — the typed settings tree shared by both binaries (clap, env).
 //! - [`crypto`] — API key minting and hashing, AES-GCM sealing of provider secrets.
 //! - [`db`] — connection set-up, migrations and the queries, one module per table family.
-//! - [`domain`] — validated inputs (`Slug`, `Scope`, `Page`) and the built-in tool catalogue.
+//! - [`domain`] — validated inputs (`Slug`, `Scope`, `Plan`, `Page`) and the built-in tool catalogue.
 //! - [`events`] — the UI message stream parts and the per-run event log (Redis stream + pub/sub).
 //! - [`queue`] — jobs, pushed to a Redis list and popped with a blocking pop.
+//! - [`ratelimit`] — per-key request limits: plan defaults, fixed windows counted in Redis.
 //! - [`render`] — `{{variable}}` templates.
 //! - [`error`] — [`Error`], the one error type of this crate.
 //! - [`shutdown`] — SIGINT/SIGTERM as a cancellation token.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod events;
 pub mod id;
 pub mod queue;
+pub mod ratelimit;
 pub mod render;
 pub mod shutdown;
 pub mod telemetry;

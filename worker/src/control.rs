@@ -59,6 +59,11 @@ impl Registry {
         }
     }
 
+    /// The runs executing now.
+    pub fn ids(&self) -> Vec<RunId> {
+        self.lock().keys().copied().collect()
+    }
+
     pub fn stop_all(&self, why: Stop) {
         for control in self.lock().values() {
             control.stop(why);

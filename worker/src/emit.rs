@@ -9,12 +9,14 @@ pub struct Emitter {
     pub keys: RunKeys,
     seq: u64,
     pending: Vec<Event>,
+    /// Everything this attempt wrote, for Postgres at the end (saves reading the log back).
+    written: Vec<Event>,
 }
 
 impl Emitter {
     /// Continues numbering after `last_seq` (0 for a first attempt).
     pub fn new(conn: ConnectionManager, keys: RunKeys, last_seq: u64) -> Self {
-        Self { conn, keys, seq: last_seq, pending: Vec::with_capacity(8) }
+        Self { conn, keys, seq: last_seq, pending: Vec::with_capacity(8), written: Vec::new() }
     }
 
     pub fn emit(&mut self, part: &Part) {
@@ -29,7 +31,9 @@ impl Emitter {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        events::append(&mut self.conn, &self.keys, &batch, true).await
+        events::append(&mut self.conn, &self.keys, &batch, true).await?;
+        self.written.extend(batch);
+        Ok(())
     }
 
     /// Appends the terminal event without announcing it: it is published by [`Emitter::announce`]
@@ -39,6 +43,7 @@ impl Emitter {
         self.seq += 1;
         let event = Event::new(self.seq, part);
         events::append(&mut self.conn, &self.keys, std::slice::from_ref(&event), false).await?;
+        self.written.push(event.clone());
         Ok(event)
     }
 
@@ -46,8 +51,12 @@ impl Emitter {
         events::publish(&mut self.conn, &self.keys, std::slice::from_ref(event)).await
     }
 
-    /// The whole log, for Postgres.
+    /// The run's whole log, for Postgres: what this attempt wrote, or (after a retry, when
+    /// earlier attempts wrote too) the log read back from Redis.
     pub async fn log(&mut self) -> redis::RedisResult<Vec<Event>> {
+        if self.written.first().is_some_and(|e| e.seq == 1) {
+            return Ok(std::mem::take(&mut self.written));
+        }
         events::replay(&mut self.conn, &self.keys, 0).await
     }
 }

@@ -73,7 +73,20 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
             return Ok(());
         };
         tracing::Span::current().record("attempt", claimed.attempt);
-        Execution::start(&ctx, claimed, job.cap, queue_wait_us).await?.run().await
+        let (run, attempt) = (claimed.id, claimed.attempt);
+        let result = match Execution::start(&ctx, claimed, job.cap, queue_wait_us).await {
+            Ok(execution) => execution.run().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            // Postgres or Redis failed under this run: give it back now rather than after the lease
+            tracing::warn!(error = ?e, "execution failed; handing the run back");
+            if runs::hand_back(&ctx.db, run, attempt).await.unwrap_or(false) {
+                let job = Job::new(run, job.workspace, job.cap);
+                queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &[job]).await?;
+            }
+        }
+        result
     }
     .instrument(span)
     .await
@@ -367,12 +380,12 @@ impl<'a> Execution<'a> {
             queue_wait_us: Some(self.queue_wait_us),
         };
         let run = self.claimed.id;
-        if !runs::finish(&self.ctx.db, run, self.claimed.attempt, &finish).await? {
+        let Some(next_on_thread) = runs::finish(&self.ctx.db, run, self.claimed.attempt, &finish).await? else {
             tracing::warn!("attempt superseded: its lease expired and another worker took the run");
             return Ok(());
-        }
+        };
         self.emitter.announce(&terminal).await?;
-        self.start_successors().await?;
+        self.start_successors(next_on_thread).await?;
         tracing::info!(status, "run finished");
         Ok(())
     }
@@ -380,17 +393,19 @@ impl<'a> Execution<'a> {
     /// Starts what waited for this run to finish: the next run of its thread, and (under a
     /// concurrency cap) the oldest queued runs of its workspace. Extra jobs are harmless: a claim
     /// that cannot proceed drops its job.
-    async fn start_successors(&self) -> anyhow::Result<()> {
-        let workspace = self.claimed.workspace_id;
-        let mut next: Vec<RunId> =
-            runs::next_on_thread(&self.ctx.db, workspace, &self.claimed.thread_id).await?.into_iter().collect();
+    async fn start_successors(&self, next_on_thread: Option<RunId>) -> anyhow::Result<()> {
+        let mut next: Vec<RunId> = next_on_thread.into_iter().collect();
         if let Some(cap) = self.cap {
+            let workspace = self.claimed.workspace_id;
             next.extend(runs::next_in_workspace(&self.ctx.db, workspace, i64::from(cap.clamp(1, 8))).await?);
         }
         self.push(&next).await
     }
 
     async fn push(&self, runs: &[RunId]) -> anyhow::Result<()> {
+        if runs.is_empty() {
+            return Ok(());
+        }
         let jobs: Vec<Job> = runs.iter().map(|run| Job::new(*run, self.claimed.workspace_id, self.cap)).collect();
         queue::push(&mut self.ctx.broker.conn.clone(), self.ctx.broker.queue(), &jobs).await?;
         Ok(())

@@ -36,6 +36,9 @@ pub mod tools;
 use crate::config::WorkerConfig;
 use crate::execute::Ctx;
 
+/// How long a run waits for a Postgres connection before its execution fails (and is handed
+/// back): a busy pool under load is not an outage.
+const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most jobs taken in one pop.
 const POP_BATCH: usize = 64;
 /// How long one blocking wait lasts before looking at the shutdown token again, in seconds.
@@ -54,7 +57,7 @@ pub struct Worker {
 impl Worker {
     /// Connects and migrates (a worker may start before any API).
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let db = runq_shared::db::pool(&config.store).context("DATABASE_URL")?;
+        let db = runq_shared::db::pool(&config.store, DB_ACQUIRE_TIMEOUT).context("DATABASE_URL")?;
         runq_shared::db::migrate(&db).await.context("applying migrations")?;
         let broker = Broker::connect(&config.store).context("REDIS_URL")?;
         let queue_conn = Broker::dedicated(&config.store).context("REDIS_URL")?;

@@ -25,7 +25,7 @@ pub async fn keep_leases(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = runs::renew_leases(&ctx.db, &ctx.worker_id, ctx.lease).await {
+        if let Err(e) = runs::renew_leases(&ctx.db, &ctx.worker_id, &ctx.registry.ids(), ctx.lease).await {
             tracing::warn!(error = %e, "lease renewal failed");
         }
         // a cancel whose signal was missed is still found here

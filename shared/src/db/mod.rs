@@ -22,13 +22,14 @@ pub mod workspaces;
 /// The migrations in `migrations/`, embedded in the binaries and applied at start-up.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Opens the pool lazily: a process starts even while Postgres is down, and requests fail fast
-/// (the acquire timeout) until it is back.
-pub fn pool(config: &StoreConfig) -> Result<PgPool, sqlx::Error> {
+/// Opens the pool lazily: a process starts even while Postgres is down. Waiting for a connection
+/// gives up after `acquire_timeout`: short for the API (a client gets 503 rather than a hang),
+/// longer for a worker (a busy pool is not an outage).
+pub fn pool(config: &StoreConfig, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .min_connections(0)
-        .acquire_timeout(config.dependency_timeout())
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .connect_lazy(config.database_url.expose())
 }

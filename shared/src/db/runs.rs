@@ -6,12 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool};
 
 use crate::chat::{ChatMessage, Usage};
-use crate::db::{Paged, threads};
+use crate::db::Paged;
 use crate::domain::Page;
-use crate::id::{AgentId, OperationId, RunId, VersionId, WorkspaceId};
+use crate::id::{AgentId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
 use crate::{Error, Result};
 
 /// Run statuses. `queued → running → completed | failed | cancelled | timed_out`.
@@ -83,9 +83,10 @@ pub struct NewRun {
     pub timeout_ms: i32,
 }
 
-/// Inserts runs of one agent version in one statement (a 10,000-item batch is one round trip).
+/// Inserts runs of one agent version, creating the threads they name, in one statement (a
+/// 10,000-item batch is one round trip).
 pub async fn insert_many(
-    tx: &mut Transaction<'_, Postgres>,
+    db: impl PgExecutor<'_>,
     workspace: WorkspaceId,
     agent: AgentId,
     version: VersionId,
@@ -102,14 +103,12 @@ pub async fn insert_many(
     let metadata: Vec<Json<&Value>> = runs.iter().map(|r| Json(&r.metadata)).collect();
     let cancel: Vec<bool> = runs.iter().map(|r| r.cancel_on_disconnect).collect();
     let timeouts: Vec<i32> = runs.iter().map(|r| r.timeout_ms).collect();
-
-    let mut unique_threads = threads.clone();
-    unique_threads.sort_unstable();
-    unique_threads.dedup();
-    threads::ensure(&mut **tx, workspace, &unique_threads).await?;
-
     sqlx::query(
-        "insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
+        "with new_threads as (
+             insert into threads (workspace_id, id)
+             select distinct $1::uuid, t from unnest($6::text[]) as t
+             on conflict do nothing)
+         insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms)
          select r.id, $1, $2, $3, $4, r.thread_id, r.item_index, r.prelude, r.input, r.parameters, r.metadata,
                 r.cancel, r.timeout_ms
@@ -130,7 +129,7 @@ pub async fn insert_many(
     .bind(&metadata)
     .bind(&cancel)
     .bind(&timeouts)
-    .execute(&mut **tx)
+    .execute(db)
     .await?;
     Ok(())
 }
@@ -234,15 +233,30 @@ pub struct Finish {
     pub queue_wait_us: Option<i64>,
 }
 
-/// Records the end of `attempt`. Returns `false` (and changes nothing) when the run is no longer
-/// this attempt's: its lease expired and another worker took it over.
-pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> Result<bool> {
-    let mut tx = db.begin().await?;
-    let row: Option<(WorkspaceId, String)> = sqlx::query_as(
-        "update runs set status = $3, output = $4, transcript = $5, usage = $6, error = $7, events = $8,
-                first_token_at = $9, queue_wait_us = $10, finished_at = now(), lease_owner = null, lease_expires_at = null
-         where id = $1 and attempt = $2 and status = 'running'
-         returning workspace_id, thread_id",
+/// Records the end of `attempt` and appends the turn to the thread, in one statement. Returns
+/// `None` (and changes nothing) when the run is no longer this attempt's: its lease expired and
+/// another worker took it over. Otherwise returns the thread's next queued run, which waited for
+/// this one.
+pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> Result<Option<Option<RunId>>> {
+    let ids: Vec<MessageId> = finish.thread_messages.iter().map(|_| MessageId::new()).collect();
+    let roles: Vec<&str> = finish.thread_messages.iter().map(|m| m.role.as_str()).collect();
+    let contents: Vec<Json<&ChatMessage>> = finish.thread_messages.iter().map(Json).collect();
+    let row: Option<(Option<RunId>,)> = sqlx::query_as(
+        "with done as (
+             update runs set status = $3, output = $4, transcript = $5, usage = $6, error = $7, events = $8,
+                    first_token_at = $9, queue_wait_us = $10, finished_at = now(),
+                    lease_owner = null, lease_expires_at = null
+             where id = $1 and attempt = $2 and status = 'running'
+             returning workspace_id, thread_id),
+         appended as (
+             insert into messages (id, workspace_id, thread_id, run_id, role, content)
+             select m.id, done.workspace_id, done.thread_id, $1, m.role, m.content
+             from done, unnest($11::uuid[], $12::text[], $13::jsonb[]) as m(id, role, content))
+         select (select next.id from runs next
+                 where next.workspace_id = done.workspace_id and next.thread_id = done.thread_id
+                   and next.status = 'queued'
+                 order by next.created_at, next.id limit 1)
+         from done",
     )
     .bind(run)
     .bind(attempt)
@@ -254,29 +268,12 @@ pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> R
     .bind(Json(&finish.events))
     .bind(finish.first_token_at)
     .bind(finish.queue_wait_us)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((workspace, thread)) = row else {
-        return Ok(false);
-    };
-    if !finish.thread_messages.is_empty() {
-        threads::append(&mut *tx, workspace, &thread, run, &finish.thread_messages).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// The oldest queued run of a thread: started when the run before it finishes.
-pub async fn next_on_thread(db: &PgPool, workspace: WorkspaceId, thread: &str) -> Result<Option<RunId>> {
-    let row: Option<(RunId,)> = sqlx::query_as(
-        "select id from runs where workspace_id = $1 and thread_id = $2 and status = 'queued'
-         order by created_at, id limit 1",
-    )
-    .bind(workspace)
-    .bind(thread)
+    .bind(&ids)
+    .bind(&roles)
+    .bind(&contents)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(id,)| id))
+    Ok(row.map(|(next,)| next))
 }
 
 pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) -> Result<RunRecord> {
@@ -346,14 +343,16 @@ pub async fn of_operation(db: &PgPool, operation: OperationId, page: Page) -> Re
     .await?)
 }
 
-/// Extends the leases of every run `owner` is executing: one statement per worker, however many
-/// runs it holds.
-pub async fn renew_leases(db: &PgPool, owner: &str, lease: Duration) -> Result<u64> {
+/// Extends the leases of the runs `owner` is executing: one statement per worker, however many
+/// runs it holds. Only live executions are renewed, so a run whose execution died is recovered
+/// when its lease runs out.
+pub async fn renew_leases(db: &PgPool, owner: &str, runs: &[RunId], lease: Duration) -> Result<u64> {
     let done = sqlx::query(
-        "update runs set lease_expires_at = now() + $2 * interval '1 millisecond'
-         where lease_owner = $1 and status = 'running'",
+        "update runs set lease_expires_at = now() + $3 * interval '1 millisecond'
+         where id = any($2) and lease_owner = $1 and status = 'running'",
     )
     .bind(owner)
+    .bind(runs)
     .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
     .execute(db)
     .await?;

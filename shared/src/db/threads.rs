@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
 
 use crate::chat::ChatMessage;
 use crate::db::Paged;
@@ -29,16 +29,6 @@ pub struct StoredMessage {
     #[schema(value_type = Object)]
     pub content: Json<ChatMessage>,
     pub created_at: DateTime<Utc>,
-}
-
-/// Makes sure the threads exist (a run may name a thread the workspace has not seen yet).
-pub async fn ensure(db: impl PgExecutor<'_>, workspace: WorkspaceId, ids: &[&str]) -> Result<()> {
-    sqlx::query("insert into threads (workspace_id, id) select $1, unnest($2::text[]) on conflict do nothing")
-        .bind(workspace)
-        .bind(ids)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// Creates a thread; a taken id is a conflict.
@@ -79,30 +69,4 @@ pub async fn messages(db: &PgPool, workspace: WorkspaceId, id: &ThreadId, page: 
         .fetch_one(db)
         .await?;
     Ok(Paged { items, total })
-}
-
-/// Appends a run's turn to its thread.
-pub async fn append(
-    db: impl PgExecutor<'_>,
-    workspace: WorkspaceId,
-    thread: &str,
-    run: RunId,
-    messages: &[ChatMessage],
-) -> Result<()> {
-    let ids: Vec<MessageId> = messages.iter().map(|_| MessageId::new()).collect();
-    let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
-    let contents: Vec<Json<&ChatMessage>> = messages.iter().map(Json).collect();
-    sqlx::query(
-        "insert into messages (id, workspace_id, thread_id, run_id, role, content)
-         select id, $1, $2, $3, role, content from unnest($4::uuid[], $5::text[], $6::jsonb[]) as m(id, role, content)",
-    )
-    .bind(workspace)
-    .bind(thread)
-    .bind(run)
-    .bind(&ids)
-    .bind(&roles)
-    .bind(&contents)
-    .execute(db)
-    .await?;
-    Ok(())
 }
