@@ -30,8 +30,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("runq-api", &cli.config.telemetry)?;
     telemetry::install_crypto_provider();
+    let _telemetry = telemetry::init("runq-api", &cli.config.telemetry)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(cli.config).await?;

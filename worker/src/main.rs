@@ -15,8 +15,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init("runq-worker", &cli.config.telemetry)?;
     telemetry::install_crypto_provider();
+    let _telemetry = telemetry::init("runq-worker", &cli.config.telemetry)?;
     let worker = Worker::build(cli.config).await?;
     tracing::info!(worker_id = worker.id(), version = runq_shared::VERSION, "worker started");
     worker.run_until_stopped(shutdown::on_signal()).await
