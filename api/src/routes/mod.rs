@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use runq_shared::db::Paged;
 use runq_shared::domain::Page;
@@ -30,6 +30,7 @@ pub mod providers;
 pub mod runs;
 pub mod threads;
 pub mod tools;
+pub mod workspaces;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,6 +51,7 @@ impl Modify for ApiKeyAuth {
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Builds the whole router: resources, docs, fallbacks and middleware.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -63,12 +65,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(operations::router())
         .merge(threads::router())
         .merge(invoke::router())
+        .merge(workspaces::router())
         .split_for_parts();
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::route_not_found() })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(crate::ratelimit::headers))
         .layer(CatchPanicLayer::custom(|_| panicked()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -80,15 +84,20 @@ fn panicked() -> Response {
     Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
 }
 
+/// The span of a request; a caller's W3C `traceparent` makes it part of the caller's trace.
 fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!(
+    let header = |name| request.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
-        request_id,
+        request_id = header(REQUEST_ID).unwrap_or_default(),
         workspace_id = tracing::field::Empty,
-    )
+    );
+    if let Some(parent) = header(TRACEPARENT) {
+        runq_shared::telemetry::set_remote_parent(&span, parent);
+    }
+    span
 }
 
 /// Request ids are UUIDv7, so they sort by time in logs.

@@ -6,4 +6,6 @@ mod errors;
 mod fairness;
 mod management;
 mod ops;
+mod ratelimit;
 mod runs;
+mod tracing;
