@@ -2,11 +2,13 @@
 -- Postgres is the source of truth for every run; Redis only carries jobs and live events.
 
 create table workspaces (
-    id                uuid primary key,
-    name              text not null unique,
-    plan              text not null default 'free' check (plan in ('free', 'pro', 'enterprise')),
-    concurrency_limit integer check (concurrency_limit > 0),
-    created_at        timestamptz not null default now()
+    id                  uuid primary key,
+    name                text not null unique,
+    plan                text not null default 'free' check (plan in ('free', 'pro', 'enterprise')),
+    -- requests per rate-limit window for the workspace's keys, instead of the plan's default
+    rate_limit_per_hour integer check (rate_limit_per_hour > 0),
+    concurrency_limit   integer check (concurrency_limit > 0),
+    created_at          timestamptz not null default now()
 );
 
 create table api_keys (

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use runq_shared::config::{Secret, StoreConfig, TelemetryConfig};
+use runq_shared::ratelimit::PlanLimits;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiConfig {
@@ -35,6 +36,20 @@ pub struct ApiConfig {
     #[arg(long, env = "RUNQ_MAX_BATCH", default_value_t = 10_000)]
     pub max_batch: usize,
 
+    /// Length of a rate-limit window, in seconds; a key's limit (`rate_limit_per_hour`) is the
+    /// requests it may make per window.
+    #[arg(long, env = "RUNQ_RATE_LIMIT_WINDOW_SECS", default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_limit_window_secs: u64,
+
+    /// Requests per window of a `free` workspace's keys without a custom limit.
+    #[arg(long, env = "RUNQ_PLAN_FREE_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub plan_free_limit: u32,
+
+    /// Requests per window of a `pro` workspace's keys without a custom limit.
+    #[arg(long, env = "RUNQ_PLAN_PRO_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub plan_pro_limit: u32,
+
     #[command(flatten)]
     pub store: StoreConfig,
 
@@ -45,5 +60,9 @@ pub struct ApiConfig {
 impl ApiConfig {
     pub fn auth_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.auth_cache_ttl_ms)
+    }
+
+    pub fn plan_limits(&self) -> PlanLimits {
+        PlanLimits { free: self.plan_free_limit, pro: self.plan_pro_limit }
     }
 }

@@ -35,6 +35,9 @@ pub enum Error {
     PayloadTooLarge,
     #[error("Expected a request body with content-type: application/json")]
     UnsupportedMediaType,
+    /// The key spent its requests for this window; `reset` is the window's end (epoch seconds).
+    #[error("Rate limit exceeded: {limit} requests per window; retry in {retry_after} s")]
+    RateLimited { limit: u32, reset: u64, retry_after: u64 },
     #[error("A dependency is unavailable: {0}")]
     Unavailable(&'static str),
     #[error("Internal server error")]
@@ -60,6 +63,7 @@ impl Error {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +78,7 @@ impl Error {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -82,6 +87,9 @@ impl Error {
     fn details(&self) -> Value {
         match self {
             Self::Invalid { field, reason } => json!({ "field": field, "reason": reason }),
+            Self::RateLimited { limit, reset, retry_after } => {
+                json!({ "limit": limit, "reset": reset, "retry_after": retry_after })
+            }
             _ => json!({}),
         }
     }
@@ -119,8 +127,13 @@ impl IntoResponse for Error {
             error: ErrorDetail { code: self.code(), message, details: self.details() },
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, Self::Unavailable(_)) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_UNAVAILABLE));
+        let retry_after = match self {
+            Self::Unavailable(_) => Some(RETRY_AFTER_UNAVAILABLE),
+            Self::RateLimited { retry_after, .. } => Some(retry_after),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

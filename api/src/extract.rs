@@ -81,6 +81,14 @@ fn invalid_at(path: &str, reason: String) -> Error {
     Error::invalid(field, reason)
 }
 
+/// For `#[serde(default, deserialize_with = "nullable")]` on an `Option<Option<T>>` field of a
+/// PATCH body: an absent field is `None` (leave as is), `null` is `Some(None)` (clear).
+pub fn nullable<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    de: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(de).map(Some)
+}
+
 /// A query string; failures name the offending parameter.
 pub struct Query<T>(pub T);
 
@@ -110,7 +118,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// The authenticated caller: any valid key of the workspace.
+/// The authenticated caller: any valid key of the workspace, within its rate limit (the
+/// request is counted here, once, whichever of these extractors a handler uses).
 #[derive(Debug, Clone)]
 pub struct Caller(pub KeyAuth);
 
@@ -118,13 +127,22 @@ pub struct Caller(pub KeyAuth);
 #[derive(Debug, Clone)]
 pub struct Manager(pub KeyAuth);
 
+/// A caller holding the `admin` scope (the operator); other keys get 403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub KeyAuth);
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if let Some(auth) = parts.extensions.get::<KeyAuth>() {
+            return Ok(Self(auth.clone()));
+        }
         let presented = presented_key(&parts.headers).ok_or(Error::Unauthorized("Missing API key"))?;
         let auth = state.auth.authenticate(&state.db, presented).await?;
         tracing::Span::current().record("workspace_id", tracing::field::display(auth.workspace_id));
+        crate::ratelimit::admit(state, parts, &auth).await?;
+        parts.extensions.insert(auth.clone());
         Ok(Self(auth))
     }
 }
@@ -136,6 +154,18 @@ impl FromRequestParts<AppState> for Manager {
         let Caller(auth) = Caller::from_request_parts(parts, state).await?;
         if !auth.has(Scope::Manage) {
             return Err(Error::Forbidden("This API key lacks the 'manage' scope".into()));
+        }
+        Ok(Self(auth))
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Caller(auth) = Caller::from_request_parts(parts, state).await?;
+        if !auth.has(Scope::Admin) {
+            return Err(Error::Forbidden("This API key lacks the 'admin' scope".into()));
         }
         Ok(Self(auth))
     }

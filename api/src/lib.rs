@@ -9,6 +9,7 @@
 //! - [`state`] — [`state::AppState`], the handles every handler shares.
 //! - [`auth`] — key authentication with a short-lived cache.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
+//! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
@@ -30,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod submit;
@@ -89,7 +91,8 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
         db,
         broker,
         master_key: config.store.master_key.expose().clone(),
-        auth: Arc::new(auth::AuthCache::new(config.auth_cache_ttl())),
+        auth: Arc::new(auth::AuthCache::new(config.auth_cache_ttl(), config.plan_limits())),
+        rate_limiter: Arc::new(runq_shared::ratelimit::Limiter::new(config.rate_limit_window_secs)),
         hub,
         limits: state::Limits {
             sync_timeout: std::time::Duration::from_millis(config.sync_timeout_ms),
@@ -100,13 +103,14 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     })
 }
 
-/// `runq-api bootstrap`: creates a workspace and mints its first management key, returned once.
+/// `runq-api bootstrap`: creates a workspace (on the `free` plan) and mints its first management
+/// key, returned once.
 pub async fn bootstrap(config: &ApiConfig, workspace: &str) -> anyhow::Result<serde_json::Value> {
     let state = connect(config).await?;
     let name = runq_shared::domain::name("workspace", workspace)?;
     let ws = db::workspaces::create(&state.db, &name).await?;
     let scopes = [runq_shared::domain::Scope::Manage, runq_shared::domain::Scope::Run];
-    let (record, key) = db::keys::create(&state.db, ws.id, "bootstrap", &scopes).await?;
+    let (record, key) = db::keys::create(&state.db, ws.id, "bootstrap", &scopes, None).await?;
     Ok(serde_json::json!({
         "workspace_id": ws.id,
         "workspace": ws.name,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use runq_shared::broker::Broker;
 use runq_shared::crypto::MasterKey;
+use runq_shared::ratelimit::Limiter;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,8 @@ pub struct AppState {
     pub broker: Broker,
     pub master_key: MasterKey,
     pub auth: Arc<AuthCache>,
+    /// Per-key request limits, counted in Redis.
+    pub rate_limiter: Arc<Limiter>,
     pub hub: Arc<Hub>,
     pub limits: Limits,
     /// Cancelled when the process shuts down: open streams close so clients reconnect elsewhere.

@@ -60,6 +60,10 @@ impl Error {
     pub const fn key_not_found() -> Self {
         Self::NotFound { code: "api_key_not_found", message: "API key not found" }
     }
+
+    pub const fn workspace_not_found() -> Self {
+        Self::NotFound { code: "workspace_not_found", message: "Workspace not found" }
+    }
 }
 
 /// Maps database constraint violations to domain errors by constraint name, so queries state

@@ -1,4 +1,4 @@
-//! API keys: minted (shown once), listed, revoked.
+//! API keys: minted (shown once), listed, revoked; an operator sets a key's own rate limit.
 
 use axum::Json as JsonResponse;
 use axum::extract::State;
@@ -12,19 +12,35 @@ use utoipa_axum::routes;
 
 use super::{List, PageQuery};
 use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{Json, Manager, Path, Query};
+use crate::extract::{Admin, Json, Manager, Path, Query, nullable};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke))
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(revoke, update))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
     name: String,
-    /// `run` (start runs, read results) and/or `manage`; defaults to `["run"]`.
+    /// `run` (start runs, read results), `manage`, and `admin` (only an admin key may grant it);
+    /// defaults to `["run"]`.
     #[serde(default)]
     scopes: Option<Vec<Scope>>,
+    /// Requests per rate-limit window for this key, instead of its workspace's limit. Only an
+    /// admin key may set it.
+    rate_limit_per_hour: Option<i32>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct UpdateKey {
+    /// Requests per rate-limit window for this key; `null` returns it to its workspace's limit.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i32>)]
+    rate_limit_per_hour: Option<Option<i32>>,
+}
+
+fn rate_limit(raw: Option<i32>) -> Result<Option<i32>> {
+    Ok(raw.map(|n| domain::positive_limit("rate_limit_per_hour", n)).transpose()?)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -35,7 +51,8 @@ pub struct CreatedKey {
     key: String,
 }
 
-/// Mints a key in the caller's workspace.
+/// Mints a key in the caller's workspace; `rate_limit_per_hour` and the `admin` scope need an
+/// admin key.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", security(("api_key" = [])), request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create(
@@ -48,7 +65,13 @@ async fn create(
     if scopes.is_empty() {
         return Err(Error::invalid("scopes", "must name at least one scope"));
     }
-    let (record, key) = keys::create(&state.db, auth.workspace_id, &name, &scopes).await?;
+    if (body.rate_limit_per_hour.is_some() || scopes.contains(&Scope::Admin)) && !auth.has(Scope::Admin) {
+        return Err(Error::Forbidden(
+            "Only an admin key may set rate_limit_per_hour or grant the 'admin' scope".into(),
+        ));
+    }
+    let limit = rate_limit(body.rate_limit_per_hour)?;
+    let (record, key) = keys::create(&state.db, auth.workspace_id, &name, &scopes, limit).await?;
     let key = key.expose().to_owned();
     Ok((StatusCode::CREATED, JsonResponse(CreatedKey { record, key })))
 }
@@ -75,4 +98,26 @@ async fn revoke(State(state): State<AppState>, Manager(auth): Manager, Path(id):
         .ok_or_else(|| Error::from(runq_shared::Error::key_not_found()))?;
     state.auth.evict(&hash);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets or removes a key's own rate limit, whatever its workspace (admin keys only). Other
+/// replicas apply it once their cached verdict expires (`RUNQ_AUTH_CACHE_TTL_MS`).
+#[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api-keys", security(("api_key" = [])), request_body = UpdateKey,
+    params(("id" = String, Path, description = "Key id (`key_…`)")),
+    responses((status = 200, body = ApiKeyRecord), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn update(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<KeyId>,
+    Json(body): Json<UpdateKey>,
+) -> Result<JsonResponse<ApiKeyRecord>> {
+    let limit = body.rate_limit_per_hour.ok_or_else(|| {
+        Error::invalid("rate_limit_per_hour", "required: a number, or null to remove the key's limit")
+    })?;
+    let record = keys::set_rate_limit(&state.db, id, rate_limit(limit)?)
+        .await?
+        .ok_or_else(|| Error::from(runq_shared::Error::key_not_found()))?;
+    state.auth.evict_key(id);
+    Ok(JsonResponse(record))
 }

@@ -7,8 +7,9 @@ use sqlx::PgPool;
 use crate::Result;
 use crate::crypto::ApiKey;
 use crate::db::Paged;
-use crate::domain::{Page, Scope};
+use crate::domain::{Page, Plan, Scope};
 use crate::id::{KeyId, WorkspaceId};
+use crate::ratelimit::{PlanLimits, effective_limit};
 
 /// A key as listed: never the secret, only its display prefix.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -18,6 +19,7 @@ pub struct ApiKeyRecord {
     pub name: String,
     pub prefix: String,
     pub scopes: Vec<String>,
+    /// Requests per rate-limit window, overriding the workspace's limit; `null` when not set.
     pub rate_limit_per_hour: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -29,6 +31,9 @@ pub struct KeyAuth {
     pub key_id: KeyId,
     pub workspace_id: WorkspaceId,
     pub scopes: Vec<Scope>,
+    /// Requests per rate-limit window this key is held to ([`effective_limit`]); `None` is
+    /// unlimited.
+    pub rate_limit: Option<u32>,
 }
 
 impl KeyAuth {
@@ -43,18 +48,20 @@ macro_rules! columns {
     };
 }
 
-/// Mints a key for `workspace`; the returned [`ApiKey`] is the only time the secret exists.
+/// Mints a key for `workspace`, optionally with its own rate limit; the returned [`ApiKey`] is
+/// the only time the secret exists.
 pub async fn create(
     db: &PgPool,
     workspace: WorkspaceId,
     name: &str,
     scopes: &[Scope],
+    rate_limit_per_hour: Option<i32>,
 ) -> Result<(ApiKeyRecord, ApiKey)> {
     let key = ApiKey::generate();
     let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
     let record = sqlx::query_as(concat!(
-        "insert into api_keys (id, workspace_id, name, prefix, key_hash, scopes)
-         values ($1, $2, $3, $4, $5, $6) returning ",
+        "insert into api_keys (id, workspace_id, name, prefix, key_hash, scopes, rate_limit_per_hour)
+         values ($1, $2, $3, $4, $5, $6, $7) returning ",
         columns!(),
         ""
     ))
@@ -64,23 +71,58 @@ pub async fn create(
     .bind(key.display_prefix())
     .bind(&key.hash()[..])
     .bind(&scopes)
+    .bind(rate_limit_per_hour)
     .fetch_one(db)
     .await?;
     Ok((record, key))
 }
 
-/// Resolves a key hash to its workspace and scopes; revoked and unknown keys resolve to `None`.
-pub async fn authenticate(db: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyAuth>> {
-    let row: Option<(KeyId, WorkspaceId, Vec<String>)> =
-        sqlx::query_as("select id, workspace_id, scopes from api_keys where key_hash = $1 and revoked_at is null")
-            .bind(&hash[..])
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(key_id, workspace_id, scopes)| KeyAuth {
-        key_id,
-        workspace_id,
-        scopes: scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+#[derive(sqlx::FromRow)]
+struct AuthRow {
+    id: KeyId,
+    workspace_id: WorkspaceId,
+    scopes: Vec<String>,
+    key_limit: Option<i32>,
+    workspace_limit: Option<i32>,
+    plan: String,
+}
+
+/// Resolves a key hash to its workspace, scopes and effective rate limit (one query, joining
+/// the workspace); revoked and unknown keys resolve to `None`.
+pub async fn authenticate(db: &PgPool, hash: &[u8; 32], plans: &PlanLimits) -> Result<Option<KeyAuth>> {
+    let row: Option<AuthRow> = sqlx::query_as(
+        "select k.id, k.workspace_id, k.scopes, k.rate_limit_per_hour as key_limit,
+                w.rate_limit_per_hour as workspace_limit, w.plan
+         from api_keys k join workspaces w on w.id = k.workspace_id
+         where k.key_hash = $1 and k.revoked_at is null",
+    )
+    .bind(&hash[..])
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|row| {
+        // the column's check constraint admits only known plans
+        let plan = Plan::parse(&row.plan).unwrap_or(Plan::Free);
+        KeyAuth {
+            key_id: row.id,
+            workspace_id: row.workspace_id,
+            scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            rate_limit: effective_limit(row.key_limit, row.workspace_limit, plan, plans),
+        }
     }))
+}
+
+/// Sets or clears (`None`) a live key's own rate limit, whatever its workspace (an operator's
+/// change). `None` when there is no such live key.
+pub async fn set_rate_limit(db: &PgPool, id: KeyId, rate_limit_per_hour: Option<i32>) -> Result<Option<ApiKeyRecord>> {
+    Ok(sqlx::query_as(concat!(
+        "update api_keys set rate_limit_per_hour = $2 where id = $1 and revoked_at is null returning ",
+        columns!(),
+        ""
+    ))
+    .bind(id)
+    .bind(rate_limit_per_hour)
+    .fetch_optional(db)
+    .await?)
 }
 
 pub async fn list(db: &PgPool, workspace: WorkspaceId, page: Page) -> Result<Paged<ApiKeyRecord>> {

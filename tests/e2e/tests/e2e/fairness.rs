@@ -3,9 +3,10 @@ use runq_e2e::{Env, MockConfig, MockServer, TestApp};
 use serde_json::{Value, json};
 
 /// Two API processes and two workers (16 runs at a time each, so worker slots are what runs
-/// compete for) on one database and Redis prefix.
+/// compete for) on one database and Redis prefix. Bootstrapped workspaces are on the `free`
+/// plan, whose default rate limit these bursts and polls would exceed.
 async fn two_of_each() -> (TestApp, TestApp, MockServer, Vec<tokio::process::Child>) {
-    let env = Env::new().await.with("RUNQ_WORKER_CONCURRENCY", "16");
+    let env = Env::new().await.with("RUNQ_WORKER_CONCURRENCY", "16").with("RUNQ_PLAN_FREE_LIMIT", "1000000");
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let first = TestApp::spawn_with(env.clone()).await;
     let second = TestApp::spawn_with(env.clone()).await;
