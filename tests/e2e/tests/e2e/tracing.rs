@@ -66,9 +66,7 @@ async fn one_trace_spans_the_api_and_the_worker() {
     assert_eq!(res.status(), StatusCode::OK);
 
     let id = (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>();
-    let exported_by = |service: &[u8]| {
-        bodies.lock().unwrap().iter().any(|b| contains(b, service) && contains(b, &id))
-    };
+    let exported_by = |service: &[u8]| bodies.lock().unwrap().iter().any(|b| contains(b, service) && contains(b, &id));
     for _ in 0..100 {
         if exported_by(b"runq-api") && exported_by(b"runq-worker") {
             return;
