@@ -124,15 +124,26 @@ async fn deliver_existing(
         return Ok(Delivery::Accepted { operation, total: usize::try_from(op.total).unwrap_or(0) });
     }
     let run = run.ok_or_else(|| Error::Internal(anyhow::anyhow!("idempotency key without a run")))?;
-    let record = runs::get(&state.db, workspace, run).await?;
+    // subscribe before reading, so a run finishing in between is seen either way
     let subscription = subscribe(state, run).await;
+    let record = runs::get(&state.db, workspace, run).await?;
+    if mode == Mode::Sync && record.is_terminal() {
+        return Ok(Delivery::Done(Box::new(record)));
+    }
     deliver(state, workspace, mode, run, &record.thread_id, false, subscription).await
 }
 
 /// Pushes jobs. When Redis cannot take them, the runs just recorded are removed again and the
 /// caller gets 503: nothing half-written stays behind.
 async fn push(state: &AppState, jobs: &[Job], operation: Option<OperationId>) -> Result<()> {
-    let Err(e) = queue::push(&mut state.broker.conn.clone(), state.broker.queue(), jobs).await else { return Ok(()) };
+    let mut conn = state.broker.conn.clone();
+    let mut pushed = queue::push(&mut conn, state.broker.queue(), jobs).await;
+    if pushed.as_ref().is_err_and(|e| e.is_connection_dropped() || e.is_io_error()) {
+        // the first command after Redis restarted finds the old connection broken; the manager
+        // has reconnected by the time a retry goes out
+        pushed = queue::push(&mut conn, state.broker.queue(), jobs).await;
+    }
+    let Err(e) = pushed else { return Ok(()) };
     tracing::warn!(error = %e, runs = jobs.len(), "enqueue failed; discarding the recorded runs");
     let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
     runs::discard(&state.db, &ids, operation).await?;
