@@ -4,6 +4,7 @@
 mod auth;
 mod errors;
 mod fairness;
+mod faults;
 mod management;
 mod ops;
 mod ratelimit;
