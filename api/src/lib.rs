@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use runq_shared::broker::Broker;
 use runq_shared::crypto::ApiKey;
 use runq_shared::db;
@@ -73,7 +74,13 @@ impl Application {
     /// reconnect to another replica with `Last-Event-ID`) and drains the other requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let streams = self.streams;
-        axum::serve(self.listener, self.router)
+        // event frames are small writes: without NODELAY, Nagle's algorithm holds them back
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.cancelled().await;
                 streams.cancel();
