@@ -139,7 +139,7 @@ impl Stack {
         let mock = self.spawn("mock", "runq-mock", MOCK_LOG_FILTER, &[]).await?.context("mock address")?;
         self.mock = format!("http://{mock}");
         self.start_runq().await?;
-        let url = format!("{}/{DATABASE}", self.options.postgres_url);
+        let url = format!("{}/{DATABASE}?sslmode=disable", self.options.postgres_url);
         self.db = Some(PgPoolOptions::new().max_connections(4).connect(&url).await?);
         self.create_agent().await?;
         self.smoke_test().await
@@ -184,7 +184,7 @@ impl Stack {
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RUNQ_")) {
             cmd.env_remove(key);
         }
-        cmd.env("DATABASE_URL", format!("{}/{DATABASE}", self.options.postgres_url))
+        cmd.env("DATABASE_URL", format!("{}/{DATABASE}?sslmode=disable", self.options.postgres_url))
             .env("REDIS_URL", &self.options.redis_url)
             .env("RUNQ_REDIS_PREFIX", &self.redis_prefix)
             .env("RUNQ_MASTER_KEY", MASTER_KEY)
@@ -413,7 +413,7 @@ impl MockProbe {
 }
 
 async fn admin_pool(options: &StackOptions) -> anyhow::Result<PgPool> {
-    let url = format!("{}/postgres", options.postgres_url);
+    let url = format!("{}/postgres?sslmode=disable", options.postgres_url);
     PgPoolOptions::new().max_connections(1).connect(&url).await.with_context(|| format!("connecting to {url}"))
 }
 

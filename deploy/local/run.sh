@@ -13,7 +13,7 @@ API_PORT=8080
 MOCK_PORT=8089
 API_URL=http://127.0.0.1:$API_PORT
 PG=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
-DATABASE_URL=postgres://postgres@127.0.0.1:5432/runq
+DATABASE_URL=postgres://postgres@127.0.0.1:5432/runq?sslmode=disable
 REDIS_URL=redis://127.0.0.1:6379
 
 say() { printf 'run: %s\n' "$*" >&2; }

@@ -43,7 +43,7 @@ impl<T: FromStr> FromStr for Secret<T> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreConfig {
     /// Postgres connection URL (the source of truth).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/runq")]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/runq?sslmode=disable")]
     pub database_url: Secret<String>,
 
     /// Most Postgres connections this process opens.

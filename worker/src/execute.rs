@@ -25,7 +25,10 @@ use crate::tools;
 
 /// What every run execution shares.
 pub struct Ctx {
+    /// Durable commits: a run's outcome.
     pub db: PgPool,
+    /// Relaxed commits (see [`runq_shared::db::relaxed_pool`]): claims, leases, hand-backs.
+    pub claims: PgPool,
     pub broker: Broker,
     pub master_key: MasterKey,
     pub http: reqwest::Client,
@@ -67,7 +70,7 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let Some(claimed) = runs::claim(&ctx.db, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
+        let Some(claimed) = runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
         else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
@@ -81,7 +84,7 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
         if let Err(e) = &result {
             // Postgres or Redis failed under this run: give it back now rather than after the lease
             tracing::warn!(error = ?e, "execution failed; handing the run back");
-            if runs::hand_back(&ctx.db, run, attempt).await.unwrap_or(false) {
+            if runs::hand_back(&ctx.claims, run, attempt).await.unwrap_or(false) {
                 let job = Job::new(run, job.workspace, job.cap);
                 queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &[job]).await?;
             }
@@ -180,7 +183,7 @@ impl<'a> Execution<'a> {
     /// than after the lease expires.
     async fn hand_back(mut self) -> anyhow::Result<()> {
         self.emitter.flush().await?;
-        if runs::hand_back(&self.ctx.db, self.claimed.id, self.claimed.attempt).await? {
+        if runs::hand_back(&self.ctx.claims, self.claimed.id, self.claimed.attempt).await? {
             self.push(&[self.claimed.id]).await?;
             tracing::info!("run handed back for another worker");
         }

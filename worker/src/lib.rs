@@ -58,6 +58,7 @@ impl Worker {
     /// Connects and migrates (a worker may start before any API).
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
         let db = runq_shared::db::pool(&config.store, DB_ACQUIRE_TIMEOUT).context("DATABASE_URL")?;
+        let claims = runq_shared::db::relaxed_pool(&config.store, DB_ACQUIRE_TIMEOUT).context("DATABASE_URL")?;
         runq_shared::db::migrate(&db).await.context("applying migrations")?;
         let broker = Broker::connect(&config.store).context("REDIS_URL")?;
         let queue_conn = Broker::dedicated(&config.store).context("REDIS_URL")?;
@@ -72,6 +73,7 @@ impl Worker {
         Ok(Self {
             ctx: Arc::new(Ctx {
                 db,
+                claims,
                 broker,
                 master_key: config.store.master_key.expose().clone(),
                 http,

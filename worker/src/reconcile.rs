@@ -25,7 +25,7 @@ pub async fn keep_leases(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = runs::renew_leases(&ctx.db, &ctx.worker_id, &ctx.registry.ids(), ctx.lease).await {
+        if let Err(e) = runs::renew_leases(&ctx.claims, &ctx.worker_id, &ctx.registry.ids(), ctx.lease).await {
             tracing::warn!(error = %e, "lease renewal failed");
         }
         // a cancel whose signal was missed is still found here
@@ -55,8 +55,8 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
     for lost in runs::end_lost(&ctx.db, PASS_LIMIT).await? {
         close_stream(ctx, &lost).await?;
     }
-    let expired = runs::requeue_expired(&ctx.db, PASS_LIMIT).await?;
-    let stale = runs::requeue_stale(&ctx.db, requeue_after, PASS_LIMIT).await?;
+    let expired = runs::requeue_expired(&ctx.claims, PASS_LIMIT).await?;
+    let stale = runs::requeue_stale(&ctx.claims, requeue_after, PASS_LIMIT).await?;
     if expired.is_empty() && stale.is_empty() {
         return Ok(());
     }

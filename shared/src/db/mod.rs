@@ -3,10 +3,11 @@
 //! Queries are checked at run time (`query_as` + `FromRow`) rather than by the compile-time
 //! macros, so building never needs a live database.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::StoreConfig;
 
@@ -26,12 +27,25 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// gives up after `acquire_timeout`: short for the API (a client gets 503 rather than a hang),
 /// longer for a worker (a busy pool is not an outage).
 pub fn pool(config: &StoreConfig, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(config.database_url.expose())?;
+    Ok(pool_options(config, acquire_timeout).connect_lazy_with(options))
+}
+
+/// A pool whose commits return before the WAL reaches disk, for writes that a Postgres crash may
+/// lose without losing a run: a claim or a lease renewal is redone from what is durable (the run
+/// goes back to the queue). Half the commit flushes of a run's life, on a disk where flushing is
+/// the bottleneck.
+pub fn relaxed_pool(config: &StoreConfig, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(config.database_url.expose())?.options([("synchronous_commit", "off")]);
+    Ok(pool_options(config, acquire_timeout).connect_lazy_with(options))
+}
+
+fn pool_options(config: &StoreConfig, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .min_connections(0)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
-        .connect_lazy(config.database_url.expose())
 }
 
 /// Applies pending migrations. Safe to call from several processes at once: sqlx takes an

@@ -45,12 +45,13 @@ pub async fn fresh_database() -> String {
     let name = format!("runq_test_{}", uuid::Uuid::now_v7().simple());
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&format!("{}/postgres", postgres_url()))
+        .connect(&format!("{}/postgres?sslmode=disable", postgres_url()))
         .await
         .expect("Postgres must be running (make test starts it)");
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&admin).await.expect("create database");
     admin.close().await;
-    format!("{}/{name}", postgres_url())
+    // loopback: TLS would only cost CPU
+    format!("{}/{name}?sslmode=disable", postgres_url())
 }
 
 /// Environment shared by every runq process of one test.
