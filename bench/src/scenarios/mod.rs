@@ -9,6 +9,7 @@
 mod batch;
 mod pairs;
 mod queue_wait;
+mod ratelimit;
 mod sse;
 mod streams;
 mod sustained;
@@ -46,6 +47,8 @@ pub enum Scenario {
     Ttft,
     /// Sync `POST /v1/run` latency vs a direct non-streaming call (c=1 and c=64).
     Sync,
+    /// What the rate-limit check adds to a request (limited vs unlimited key, c=1 and c=64).
+    Ratelimit,
     /// Enqueue → worker start (`queue_wait_us`), idle and at c=64.
     QueueWait,
     /// Sustained async runs/s with a zero-latency provider, and CPU per process.
@@ -92,6 +95,7 @@ impl Plan {
             vec![
                 Scenario::Ttft,
                 Scenario::Sync,
+                Scenario::Ratelimit,
                 Scenario::QueueWait,
                 Scenario::Sustained,
                 Scenario::Batch,
@@ -173,6 +177,7 @@ pub async fn run(stack: &mut Stack, plan: &Plan) -> Vec<Row> {
         let outcome = match scenario {
             Scenario::Ttft => ttft::run(stack, plan).await,
             Scenario::Sync => sync::run(stack, plan).await,
+            Scenario::Ratelimit => ratelimit::run(stack, plan).await,
             Scenario::QueueWait => queue_wait::run(stack, plan).await,
             Scenario::Sustained => sustained::run(stack, plan).await,
             Scenario::Batch => batch::run(stack, plan).await,
