@@ -80,7 +80,7 @@ impl Application {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router)
+        axum::serve(listener, self.router.into_make_service())
             .with_graceful_shutdown(async move {
                 shutdown.cancelled().await;
                 streams.cancel();

@@ -591,7 +591,7 @@ async fn a_bad_provider_key_fails_fast() {
         let mut stream = cluster.stream(0, json!({"agent_id": slug, "prompt": "hello"})).await;
         assert!(stream.read_to_done(10 * SECOND).await, "{kind}: {:?}", stream.frames);
         let took = sent.elapsed();
-        assert!(took < 2 * SECOND, "{kind}: a 401 took {took:?} to fail");
+        assert!(took < 5 * SECOND, "{kind}: a 401 took {took:?} to fail");
         let (end, _) = tail(&stream.frames, 1);
         assert_eq!(end[0]["type"], "error", "{kind}: {end:?}");
         assert!(end[0]["errorText"].as_str().is_some_and(|t| !t.is_empty()), "{end:?}");
@@ -722,7 +722,7 @@ async fn an_idempotency_key_reused_with_another_body_is_409() {
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["id"], first["id"], "the same body replays the same run");
     assert_eq!(again["output"], "Echo: charge the card", "{again}");
-    assert!(took < 2 * SECOND, "replaying a finished run took {took:?}");
+    assert!(took < 5 * SECOND, "replaying a finished run took {took:?}");
 }
 
 #[tokio::test]
