@@ -70,7 +70,8 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let Some(claimed) = runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
+        let Some(claimed) =
+            runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
         else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
