@@ -41,7 +41,7 @@ async fn invoke(
     Json(body): Json<InvokeRequest>,
 ) -> Result<Response> {
     let agent = AgentRef::parse(&id)?;
-    let options = RunOptions { cancel_on_disconnect: false, default_timeout_ms: state.limits.run_timeout_ms };
+    let options = RunOptions::new(&state.limits, false);
     let (inputs, mode) = match body.batch {
         Some(batch) if batch.len() > state.limits.max_batch => {
             return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
@@ -100,7 +100,7 @@ async fn stream(
         thread_id: text("thread_id").or_else(|| text("threadId")),
         ..TurnFields::default()
     };
-    let options = RunOptions { cancel_on_disconnect: false, default_timeout_ms: state.limits.run_timeout_ms };
+    let options = RunOptions::new(&state.limits, false);
     let input = turn.into_input("", &TurnFields::default(), options)?;
     match submit::submit(&state, auth.workspace_id, &agent, vec![input], Mode::Stream, None).await? {
         Delivery::Stream { run, thread, events } => Ok(stream_response(run, &thread, events)),

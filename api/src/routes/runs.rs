@@ -75,6 +75,12 @@ pub struct RunOptions {
     pub default_timeout_ms: u32,
 }
 
+impl RunOptions {
+    pub fn new(limits: &Limits, cancel_on_disconnect: bool) -> Self {
+        Self { cancel_on_disconnect, default_timeout_ms: limits.run_timeout_ms }
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RunRequest {
     /// Agent id (`agt_…`) or slug; `agent` is accepted too.
@@ -169,8 +175,7 @@ pub fn wants_stream(headers: &HeaderMap) -> bool {
 pub fn plan(request: RunRequest, headers: &HeaderMap, limits: &Limits) -> Result<(AgentRef, Vec<RunInput>, Mode)> {
     let agent = request.agent_id.as_deref().ok_or_else(|| Error::invalid("agent_id", "missing field `agent_id`"))?;
     let agent = AgentRef::parse(agent)?;
-    let cancel =
-        RunOptions { cancel_on_disconnect: request.cancel_on_disconnect, default_timeout_ms: limits.run_timeout_ms };
+    let cancel = RunOptions::new(limits, request.cancel_on_disconnect);
     if let Some(batch) = request.batch {
         if batch.is_empty() {
             return Err(Error::invalid("batch", "must hold at least one item"));
