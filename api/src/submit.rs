@@ -60,9 +60,18 @@ pub async fn submit(
         Mode::Async => Collect::Async,
         Mode::Batch => Collect::Batch,
     };
-    let (runs, operation) = match admission::record(&state.db, workspace, &target, runs, collect, idempotency.as_ref())
-        .await?
-    {
+    // a caller waiting for its run subscribes while the run is recorded: no event exists before
+    // its job is pushed, and the subscription's round trip leaves the critical path
+    let first = runs.first().map(|run| run.id);
+    let recording = admission::record(&state.db, workspace, &target, runs, collect, idempotency.as_ref());
+    let (recorded, early) = match (collect, first) {
+        (Collect::Direct, Some(run)) => {
+            let (recorded, subscription) = tokio::join!(recording, subscribe(state, run));
+            (recorded?, Some(subscription))
+        }
+        _ => (recording.await?, None),
+    };
+    let (runs, operation) = match recorded {
         Admitted::New { runs, operation } => (runs, operation),
         Admitted::Existing { run, operation } => return deliver_existing(state, workspace, mode, run, operation).await,
     };
@@ -74,7 +83,10 @@ pub async fn submit(
 
     let run = &runs[0];
     tracing::Span::current().record("run_id", tracing::field::display(run.id));
-    let subscription = subscribe(state, run.id).await;
+    let subscription = match early {
+        Some(subscription) => subscription,
+        None => subscribe(state, run.id).await,
+    };
     push(state, &jobs, None).await?;
     deliver(state, workspace, mode, run.id, &run.thread_id, run.cancel_on_disconnect, subscription).await
 }

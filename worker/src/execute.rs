@@ -292,8 +292,10 @@ impl<'a> Execution<'a> {
         provider: &Provider,
         request: &ChatRequest,
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
-        self.emitter.flush().await?;
-        let stream = match provider.stream(request).await {
+        // the step's opening events go out while the provider request is on its way
+        let (flushed, stream) = tokio::join!(self.emitter.flush(), provider.stream(request));
+        flushed?;
+        let stream = match stream {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
