@@ -383,7 +383,6 @@ async fn events(
     };
     let keys = RunKeys::new(state.broker.prefix(), run.id);
     let subscription = state.hub.subscribe(keys.channel.clone()).await;
-    let cancel_on_disconnect = runs::cancels_on_disconnect(&state.db, run.id).await?;
     let events = live::sse(RunStream {
         state: state.clone(),
         workspace: auth.workspace_id,
@@ -391,7 +390,7 @@ async fn events(
         keys,
         subscription,
         after,
-        cancel_on_disconnect,
+        cancel_on_disconnect: run.cancel_on_disconnect,
     });
     Ok(stream_response(run.id, &run.thread_id, events))
 }

@@ -45,6 +45,8 @@ pub struct RunRecord {
     pub usage: Option<Json<Usage>>,
     pub error: Option<Json<Value>>,
     pub metadata: Json<Value>,
+    /// Stop the run when a streaming client goes away.
+    pub cancel_on_disconnect: bool,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub first_token_at: Option<DateTime<Utc>>,
@@ -65,7 +67,7 @@ impl RunRecord {
 macro_rules! record_columns {
     () => {
         "id, workspace_id, agent_id, version_id, thread_id, operation_id, item_index, status, attempt, input,
-         output, usage, error, metadata, created_at, started_at, first_token_at, finished_at"
+         output, usage, error, metadata, cancel_on_disconnect, created_at, started_at, first_token_at, finished_at"
     };
 }
 
@@ -480,13 +482,6 @@ pub async fn cancel_requested(db: &PgPool, owner: &str) -> Result<Vec<RunId>> {
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
-/// Whether the run should stop streaming to a client that went away.
-pub async fn cancels_on_disconnect(db: &PgPool, run: RunId) -> Result<bool> {
-    let row: Option<(bool,)> =
-        sqlx::query_as("select cancel_on_disconnect from runs where id = $1").bind(run).fetch_optional(db).await?;
-    Ok(row.is_some_and(|(c,)| c))
 }
 
 /// Removes runs recorded by a request that then failed to enqueue them, so the refused request
