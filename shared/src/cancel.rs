@@ -1,5 +1,5 @@
-//! Cancelling a run, from the API (a client's request, or a client that went away with
-//! `cancel_on_disconnect`).
+//! Cancelling a run (a client's request, or a streaming client that went away with
+//! `cancel_on_disconnect`), and ending the stream of a run that finished outside a worker.
 
 use serde_json::json;
 use sqlx::PgPool;
@@ -16,24 +16,7 @@ pub async fn request(db: &PgPool, broker: &Broker, workspace: WorkspaceId, run: 
     let outcome = runs::cancel(db, workspace, run).await?;
     let mut conn = broker.conn.clone();
     match outcome {
-        Cancel::Cancelled => {
-            let keys = RunKeys::new(broker.prefix(), run);
-            let seq = events::last_seq(&mut conn, &keys).await?;
-            let closing = [
-                Event::new(
-                    seq + 1,
-                    &Part::DataRun { data: json!({"status": runs::status::CANCELLED}), transient: false },
-                ),
-                Event::new(seq + 2, &Part::Abort),
-            ];
-            events::append(&mut conn, &keys, &closing, true).await?;
-            let log: Vec<_> = events::replay(&mut conn, &keys, 0)
-                .await?
-                .into_iter()
-                .map(|e| json!({"seq": e.seq, "data": e.data}))
-                .collect();
-            runs::store_events(db, run, &serde_json::Value::Array(log)).await?;
-        }
+        Cancel::Cancelled => close_stream(db, broker, run, &cancelled_parts()).await?,
         Cancel::Cancelling => {
             redis::cmd("PUBLISH")
                 .arg(events::control_channel(broker.prefix()))
@@ -45,4 +28,22 @@ pub async fn request(db: &PgPool, broker: &Broker, workspace: WorkspaceId, run: 
         Cancel::Finished => {}
     }
     Ok(outcome)
+}
+
+/// The closing parts of a cancelled run's stream (as the worker sends them too).
+pub fn cancelled_parts() -> [Part; 2] {
+    [Part::DataRun { data: json!({"status": runs::status::CANCELLED}), transient: false }, Part::Abort]
+}
+
+/// Ends the stream of a run that finished outside a worker (cancelled while queued, or ended by
+/// the reconciler): appends and announces `parts` after the last event, then keeps the whole log
+/// in Postgres.
+pub async fn close_stream(db: &PgPool, broker: &Broker, run: RunId, parts: &[Part]) -> Result<()> {
+    let keys = RunKeys::new(broker.prefix(), run);
+    let mut conn = broker.conn.clone();
+    let last = events::last_seq(&mut conn, &keys).await?;
+    let closing: Vec<Event> = (last + 1..).zip(parts).map(|(seq, part)| Event::new(seq, part)).collect();
+    events::append(&mut conn, &keys, &closing, true).await?;
+    let log = events::replay(&mut conn, &keys, 0).await?;
+    runs::store_events(db, run, &events::log_json(&log)).await
 }

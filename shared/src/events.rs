@@ -97,6 +97,11 @@ impl Event {
     }
 }
 
+/// A run's log as Postgres keeps it: `[{seq, data}]`.
+pub fn log_json(events: &[Event]) -> Value {
+    serde_json::to_value(events).expect("events always serialize")
+}
+
 /// How long a finished run's Redis log lingers for fast replay; Postgres keeps it after that.
 pub const LOG_TTL_SECS: i64 = 3600;
 

@@ -8,7 +8,8 @@
 //! - [`id`] — prefixed wire ids (`run_…`, `agt_…`) over UUIDv7.
 //! - [`admission`] — from a run request to recorded runs: resolve, render, record.
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
-//! - [`cancel`] — stopping a run: queued ones at once, running ones through their worker.
+//! - [`cancel`] — stopping a run (queued ones at once, running ones through their worker) and closing
+//!   the stream of a run ended outside a worker.
 //! - [`chat`] — the provider-neutral conversation (messages, tool calls, usage).
 //! - [`config`] — the typed settings tree shared by both binaries (clap, env).
 //! - [`crypto`] — API key minting and hashing, AES-GCM sealing of provider secrets.

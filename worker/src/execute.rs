@@ -14,7 +14,7 @@ use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
 use runq_shared::id::RunId;
 use runq_shared::queue::{self, Job};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use tracing::Instrument;
 
@@ -358,9 +358,10 @@ impl<'a> Execution<'a> {
                 )
             }
             Outcome::Cancelled => {
-                self.emitter.emit(&Part::DataRun { data: json!({"status": status::CANCELLED}), transient: false });
+                let [notice, abort] = runq_shared::cancel::cancelled_parts();
+                self.emitter.emit(&notice);
                 let error = json!({"code": "cancelled", "message": "the run was cancelled"});
-                (status::CANCELLED, None, Some(error), Part::Abort)
+                (status::CANCELLED, None, Some(error), abort)
             }
             Outcome::TimedOut => {
                 let message = "the run exceeded its time limit".to_owned();
@@ -370,8 +371,7 @@ impl<'a> Execution<'a> {
             Outcome::HandBack => unreachable!("a handed-back run does not finish here"),
         };
         let terminal = self.emitter.append_terminal(&terminal).await?;
-        let log: Vec<Value> =
-            self.emitter.log().await?.into_iter().map(|e| json!({"seq": e.seq, "data": e.data})).collect();
+        let log = events::log_json(&self.emitter.log().await?);
         let thread_messages =
             if status == status::COMPLETED { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
         let finish = Finish {
@@ -381,7 +381,7 @@ impl<'a> Execution<'a> {
             thread_messages,
             usage: self.usage,
             error,
-            events: Value::Array(log),
+            events: log,
             first_token_at: self.first_token_at,
             queue_wait_us: Some(self.queue_wait_us),
         };

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use runq_shared::cancel;
 use runq_shared::db::runs::{self, Lost, Requeued, status};
-use runq_shared::events::{self, Event, Part, RunKeys};
+use runq_shared::events::Part;
 use runq_shared::queue::{self, Job};
 use tokio_util::sync::CancellationToken;
 
@@ -70,20 +71,11 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
 /// Ends the event stream of a run the reconciler ended, so its clients see why.
 async fn close_stream(ctx: &Ctx, lost: &Lost) -> anyhow::Result<()> {
     tracing::warn!(run_id = %lost.id, status = lost.status, "run ended by the reconciler");
-    let keys = RunKeys::new(ctx.broker.prefix(), lost.id);
-    let mut conn = ctx.broker.conn.clone();
-    let seq = events::last_seq(&mut conn, &keys).await?;
-    let part = if lost.status == status::CANCELLED {
-        Part::Abort
+    let message = lost.error["message"].as_str().unwrap_or("the run failed").to_owned();
+    let parts = if lost.status == status::CANCELLED {
+        cancel::cancelled_parts().to_vec()
     } else {
-        Part::Error { error_text: lost.error["message"].as_str().unwrap_or("the run failed").to_owned() }
+        vec![Part::Error { error_text: message }]
     };
-    events::append(&mut conn, &keys, &[Event::new(seq + 1, &part)], true).await?;
-    let log: Vec<serde_json::Value> = events::replay(&mut conn, &keys, 0)
-        .await?
-        .into_iter()
-        .map(|e| serde_json::json!({"seq": e.seq, "data": e.data}))
-        .collect();
-    runs::store_events(&ctx.db, lost.id, &serde_json::Value::Array(log)).await?;
-    Ok(())
+    Ok(cancel::close_stream(&ctx.db, &ctx.broker, lost.id, &parts).await?)
 }
