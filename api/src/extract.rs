@@ -147,15 +147,20 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller, if its key holds `scope`; 403 otherwise.
+async fn with_scope(parts: &mut Parts, state: &AppState, scope: Scope) -> Result<KeyAuth, Error> {
+    let Caller(auth) = Caller::from_request_parts(parts, state).await?;
+    if !auth.has(scope) {
+        return Err(Error::Forbidden(format!("This API key lacks the '{}' scope", scope.as_str())));
+    }
+    Ok(auth)
+}
+
 impl FromRequestParts<AppState> for Manager {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Caller(auth) = Caller::from_request_parts(parts, state).await?;
-        if !auth.has(Scope::Manage) {
-            return Err(Error::Forbidden("This API key lacks the 'manage' scope".into()));
-        }
-        Ok(Self(auth))
+        with_scope(parts, state, Scope::Manage).await.map(Self)
     }
 }
 
@@ -163,11 +168,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Caller(auth) = Caller::from_request_parts(parts, state).await?;
-        if !auth.has(Scope::Admin) {
-            return Err(Error::Forbidden("This API key lacks the 'admin' scope".into()));
-        }
-        Ok(Self(auth))
+        with_scope(parts, state, Scope::Admin).await.map(Self)
     }
 }
 
