@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test services js-deps build lint fmt clean-test-dbs bench bench-quick
+.PHONY: run test services js-deps tools build lint fmt clean-test-dbs bench bench-quick
 
 ## run: bring up the local demo stack (Redis, Postgres, mock provider, API, worker)
 run: services
@@ -10,9 +10,14 @@ run: services
 	./deploy/local/run.sh
 
 ## test: every test, against real Redis and Postgres (started here when not running)
-test: services clean-test-dbs js-deps
+test: services clean-test-dbs js-deps tools
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+# what the tests drive besides the binaries: nextest runs them; curl and jq run reference 002's shell example
+tools:
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@command -v jq >/dev/null && command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq curl >/dev/null; }
 
 ## lint: formatting and clippy, as CI checks them
 lint:

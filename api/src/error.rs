@@ -21,6 +21,9 @@ const RETRY_AFTER_UNAVAILABLE: u64 = 2;
 pub enum Error {
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// A required input is absent: `"agent_id is required"` (reference `000_…` wording).
+    #[error("{field} is required")]
+    Missing { field: String },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -49,13 +52,17 @@ impl Error {
         Self::Invalid { field: field.into(), reason: reason.into() }
     }
 
+    pub fn missing(field: impl Into<String>) -> Self {
+        Self::Missing { field: field.into() }
+    }
+
     pub fn route_not_found() -> Self {
         Self::NotFound { code: "not_found", message: "No route matches this path".into() }
     }
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } | Self::Missing { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -71,7 +78,7 @@ impl Error {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::Invalid { .. } => "invalid_request",
+            Self::Invalid { .. } | Self::Missing { .. } => "invalid_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound { code, .. } | Self::Conflict { code, .. } => code,
@@ -87,6 +94,7 @@ impl Error {
     fn details(&self) -> Value {
         match self {
             Self::Invalid { field, reason } => json!({ "field": field, "reason": reason }),
+            Self::Missing { field } => json!({ "field": field, "reason": "missing" }),
             Self::RateLimited { limit, reset, retry_after } => {
                 json!({ "limit": limit, "reset": reset, "retry_after": retry_after })
             }
@@ -145,7 +153,7 @@ impl From<runq_shared::Error> for Error {
         match e {
             E::Invalid { field, reason } => Self::Invalid { field, reason },
             E::NotFound { code, message } => Self::NotFound { code, message: message.to_owned() },
-            E::OtherWorkspace { what } => Self::Forbidden(format!("{what} belongs to another workspace")),
+            E::OtherWorkspace { what } => Self::Forbidden(format!("Access denied to this {}", what.to_lowercase())),
             E::Conflict { code, message } => Self::Conflict { code, message },
             E::Database(e) => e.into(),
             E::Redis(e) => e.into(),

@@ -72,13 +72,12 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// field at its parent, so the field name is taken from the message.
 fn invalid_at(path: &str, reason: String) -> Error {
     let missing = reason.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()).map(str::to_owned);
-    let field = match (path, missing) {
-        (".", Some(name)) => name,
-        (path, Some(name)) => format!("{path}.{name}"),
-        (".", None) => "body".to_owned(),
-        (path, None) => path.to_owned(),
-    };
-    Error::invalid(field, reason)
+    match (path, missing) {
+        (".", Some(name)) => Error::missing(name),
+        (path, Some(name)) => Error::missing(format!("{path}.{name}")),
+        (".", None) => Error::invalid("body", reason),
+        (path, None) => Error::invalid(path, reason),
+    }
 }
 
 /// For `#[serde(default, deserialize_with = "nullable")]` on an `Option<Option<T>>` field of a
@@ -138,7 +137,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(auth) = parts.extensions.get::<KeyAuth>() {
             return Ok(Self(auth.clone()));
         }
-        let presented = presented_key(&parts.headers).ok_or(Error::Unauthorized("Missing API key"))?;
+        let presented = presented_key(&parts.headers).ok_or(Error::Unauthorized("API key is required"))?;
         let auth = state.auth.authenticate(&state.db, presented).await?;
         tracing::Span::current().record("workspace_id", tracing::field::display(auth.workspace_id));
         crate::ratelimit::admit(state, parts, &auth).await?;
@@ -210,7 +209,7 @@ mod tests {
     #[test]
     fn a_missing_field_is_named_in_the_error() {
         match invalid_at(".", "missing field `name`".into()) {
-            Error::Invalid { field, .. } => assert_eq!(field, "name"),
+            Error::Missing { field } => assert_eq!(field, "name"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -11,6 +11,7 @@
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
+//! - [`request`] — run request bodies and their conversion into run inputs.
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
 //! - [`routes`] — one module per resource, each with its own `router()`; the OpenAPI document is
@@ -33,6 +34,7 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod ratelimit;
+pub mod request;
 pub mod routes;
 pub mod state;
 pub mod submit;

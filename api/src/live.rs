@@ -15,9 +15,10 @@ use std::time::Duration;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use runq_shared::db::runs;
+use runq_shared::db::{runs, sessions};
 use runq_shared::events::{self, Event, RunKeys};
 use runq_shared::id::{RunId, WorkspaceId};
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -201,13 +202,138 @@ pub struct RunStream {
     pub after: u64,
     /// Cancel the run when the client goes away.
     pub cancel_on_disconnect: bool,
+    pub framing: Framing,
+}
+
+/// How a run's events are written on the wire.
+#[derive(Debug, Clone)]
+pub enum Framing {
+    /// The AI SDK UI message stream: `id:` + `data:` part, then `data: [DONE]`.
+    UiMessageStream,
+    /// Reference `002_…`'s session events: named `event:`s with small payloads, same `id:`s.
+    Session(SessionFraming),
+}
+
+/// What the session framing remembers between events of one run.
+#[derive(Debug, Clone)]
+pub struct SessionFraming {
+    session: String,
+    run: RunId,
+    /// The answer's message id (from the `start` part).
+    message: Option<String>,
+    step: u32,
+    /// Whether the current step called tools: only a step without calls ends in the message.
+    step_called_tools: bool,
+}
+
+impl Framing {
+    /// The frames of one event: at most one, since every frame carries the event's `seq`.
+    fn frame(&mut self, event: &Event) -> Option<SseEvent> {
+        let Self::Session(session) = self else {
+            return Some(SseEvent::default().id(event.seq.to_string()).data(&event.data));
+        };
+        let part: Value = serde_json::from_str(&event.data).ok()?;
+        let (name, data) = session.name(&part)?;
+        Some(SseEvent::default().id(event.seq.to_string()).event(name).data(data.to_string()))
+    }
+
+    /// What follows the terminal event.
+    fn done(&self) -> Option<SseEvent> {
+        matches!(self, Self::UiMessageStream).then(|| SseEvent::default().data("[DONE]"))
+    }
+}
+
+impl SessionFraming {
+    fn name(&mut self, part: &Value) -> Option<(&'static str, Value)> {
+        let (session, run) = (&self.session, self.run);
+        Some(match part["type"].as_str()? {
+            "start" => {
+                self.message = part["messageId"].as_str().map(str::to_owned);
+                ("session.started", json!({"session_id": session, "run_id": run}))
+            }
+            "start-step" => {
+                self.step += 1;
+                self.step_called_tools = false;
+                ("step.started", json!({"step_id": format!("{run}_{}", self.step)}))
+            }
+            "text-delta" => ("message.delta", json!({"delta": part["delta"]})),
+            "tool-input-available" => {
+                self.step_called_tools = true;
+                let call =
+                    json!({"tool_call_id": part["toolCallId"], "tool_name": part["toolName"], "input": part["input"]});
+                ("tool.started", call)
+            }
+            "tool-output-available" => {
+                ("tool.completed", json!({"tool_call_id": part["toolCallId"], "output": part["output"]}))
+            }
+            "finish-step" if !self.step_called_tools => {
+                ("message.created", json!({"message_id": self.message, "session_id": session}))
+            }
+            "finish" if part["messageMetadata"]["status"] == "completed" => {
+                let usage = &part["messageMetadata"]["usage"];
+                ("session.completed", json!({"session_id": session, "run_id": run, "usage": usage}))
+            }
+            "finish" | "abort" => {
+                let status = part["messageMetadata"]["status"].as_str().unwrap_or("cancelled");
+                ("session.failed", json!({"session_id": session, "run_id": run, "status": status}))
+            }
+            "error" => ("session.failed", json!({"session_id": session, "run_id": run, "error": part["errorText"]})),
+            _ => return None,
+        })
+    }
 }
 
 /// The SSE response for a run: replay, then live, then `[DONE]`; `: ping` every 15 s.
 pub fn sse(stream: RunStream) -> Response {
+    respond(|tx| async move { pump(stream, &tx).await })
+}
+
+/// A session's events (reference `002_…`): the run `run`, else the session's latest, else the
+/// next one to start (looked for every [`SESSION_POLL`] while the client waits).
+pub fn session_sse(
+    state: AppState,
+    workspace: WorkspaceId,
+    session: String,
+    run: Option<RunId>,
+    after: u64,
+) -> Response {
+    respond(move |tx| async move {
+        let run = match run {
+            Some(run) => run,
+            None => loop {
+                if let Some(run) = sessions::latest_run(&state.db, workspace, &session).await? {
+                    break run;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SESSION_POLL) => {}
+                    _ = tx.closed() => return Ok(()),
+                    _ = state.shutdown.cancelled() => return Ok(()),
+                }
+            },
+        };
+        let keys = RunKeys::new(state.broker.prefix(), run);
+        let subscription = state.hub.subscribe(keys.channel.clone()).await;
+        let framing =
+            Framing::Session(SessionFraming { session, run, message: None, step: 0, step_called_tools: false });
+        let stream =
+            RunStream { state, workspace, run, keys, subscription, after, cancel_on_disconnect: false, framing };
+        pump(stream, &tx).await
+    })
+}
+
+/// How often a session's event stream looks for its first run.
+const SESSION_POLL: Duration = Duration::from_millis(200);
+
+/// Streams what `produce` sends, with keep-alive pings; a failure ends the stream with an error.
+fn respond<F, Fut>(produce: F) -> Response
+where
+    F: FnOnce(Tx) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(16);
+    let fut = produce(tx.clone());
     tokio::spawn(async move {
-        if let Err(e) = pump(stream, &tx).await {
+        if let Err(e) = fut.await {
             tracing::warn!(error = %e, "event stream ended early");
             let _ = tx
                 .send(Ok(SseEvent::default()
@@ -223,17 +349,26 @@ pub fn sse(stream: RunStream) -> Response {
 type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
 
 /// Sends the events after `last`; returns `true` once the terminal event and `[DONE]` went out.
-/// `Err` means the client went away.
-async fn deliver(tx: &Tx, last: &mut u64, events: impl IntoIterator<Item = Event>) -> Result<bool, ()> {
+/// A client that already has the terminal event (it resumed at or past the end) gets `[DONE]`
+/// alone. `Err` means the client went away.
+async fn deliver(
+    tx: &Tx,
+    framing: &mut Framing,
+    last: &mut u64,
+    events: impl IntoIterator<Item = Event>,
+) -> Result<bool, ()> {
     for event in events {
-        if event.seq <= *last {
-            continue;
-        }
-        *last = event.seq;
         let terminal = event.is_terminal();
-        tx.send(Ok(SseEvent::default().id(event.seq.to_string()).data(event.data))).await.map_err(|_| ())?;
+        if event.seq > *last {
+            *last = event.seq;
+            if let Some(frame) = framing.frame(&event) {
+                tx.send(Ok(frame)).await.map_err(|_| ())?;
+            }
+        }
         if terminal {
-            tx.send(Ok(SseEvent::default().data("[DONE]"))).await.map_err(|_| ())?;
+            if let Some(done) = framing.done() {
+                tx.send(Ok(done)).await.map_err(|_| ())?;
+            }
             return Ok(true);
         }
     }
@@ -244,11 +379,11 @@ async fn deliver(tx: &Tx, last: &mut u64, events: impl IntoIterator<Item = Event
 async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Result<Option<bool>> {
     let replayed = events::replay(&mut stream.state.broker.conn.clone(), &stream.keys, *last).await?;
     if !replayed.is_empty() {
-        return Ok(deliver(tx, last, replayed).await.ok());
+        return Ok(deliver(tx, &mut stream.framing, last, replayed).await.ok());
     }
     if let Some(stored) = runs::stored_events(&stream.state.db, stream.workspace, stream.run).await? {
         let stored: Vec<Event> = serde_json::from_value(stored)?;
-        return Ok(deliver(tx, last, stored).await.ok());
+        return Ok(deliver(tx, &mut stream.framing, last, stored).await.ok());
     }
     Ok(Some(false))
 }
@@ -272,7 +407,9 @@ async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
             }
         };
         let outcome = match live {
-            Some(Live::Event(event)) if event.seq == last + 1 => deliver(tx, &mut last, [(*event).clone()]).await.ok(),
+            Some(Live::Event(event)) if event.seq == last + 1 => {
+                deliver(tx, &mut stream.framing, &mut last, [(*event).clone()]).await.ok()
+            }
             Some(Live::Event(event)) if event.seq <= last => Some(false),
             // a gap, a lag, a reconnect or a long silence: read the log
             _ => catch_up(&mut stream, tx, &mut last).await?,

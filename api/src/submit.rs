@@ -8,9 +8,9 @@
 
 use axum::http::HeaderMap;
 use axum::response::Response;
-use runq_shared::admission::{self, Admitted, Collect, Idempotency, RunInput};
+use runq_shared::admission::{self, Admitted, Collect, Idempotency, Target};
 use runq_shared::db::operations;
-use runq_shared::db::runs::{self, RunRecord};
+use runq_shared::db::runs::{self, NewRun, RunRecord};
 use runq_shared::domain::AgentRef;
 use runq_shared::events::RunKeys;
 use runq_shared::id::{OperationId, RunId, WorkspaceId};
@@ -18,6 +18,7 @@ use runq_shared::queue::{self, Job};
 
 use crate::error::{Error, Result};
 use crate::live::{self, RunStream, Subscription};
+use crate::request::Plan;
 use crate::state::AppState;
 
 /// How the caller collects the answer.
@@ -27,12 +28,15 @@ pub enum Mode {
     Sync,
     Async,
     Batch,
+    /// Started and left to run: the caller follows it elsewhere (a session's events).
+    Detached,
 }
 
 pub enum Delivery {
     Stream { run: RunId, thread: String, events: Response },
     Done(Box<RunRecord>),
-    Accepted { operation: OperationId, total: usize },
+    Accepted { operation: OperationId, total: usize, run: Option<RunId> },
+    Started { run: RunId },
 }
 
 /// The `Idempotency-Key` header, with the fingerprint of the request body it came with.
@@ -43,29 +47,55 @@ pub fn idempotency(headers: &HeaderMap, body_hash: [u8; 32]) -> Result<Option<Id
     Ok(Some(Idempotency { key: key.to_owned(), request_hash: body_hash }))
 }
 
-/// Records the runs and delivers them as `mode` asks.
+/// Resolves the agents the plan names (each once), then validates and renders each run's turn:
+/// a run of an unknown agent is 404 whatever its input.
+async fn admit(state: &AppState, workspace: WorkspaceId, plan: Plan) -> Result<(Vec<NewRun>, Option<i32>)> {
+    let mut targets: Vec<(AgentRef, Target)> = Vec::new();
+    for draft in &plan.drafts {
+        if !targets.iter().any(|(agent, _)| *agent == draft.agent) {
+            let target = admission::resolve(&state.db, workspace, &draft.agent).await?;
+            targets.push((draft.agent.clone(), target));
+        }
+    }
+    let cap = targets.first().and_then(|(_, target)| target.concurrency_limit);
+    let runs = plan
+        .drafts
+        .into_iter()
+        .map(|draft| {
+            let (_, target) = targets.iter().find(|(agent, _)| *agent == draft.agent).expect("resolved above");
+            let input = draft.turn.into_input(&draft.field, &plan.defaults, plan.options)?;
+            target.prepare(input).map_err(|e| match e {
+                runq_shared::Error::Invalid { field, reason } if !draft.field.is_empty() => {
+                    Error::invalid(format!("{}{field}", draft.field), reason)
+                }
+                e => e.into(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((runs, cap))
+}
+
+/// Records the runs of `plan` and delivers them as its mode asks.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace, run_id = tracing::field::Empty))]
 pub async fn submit(
     state: &AppState,
     workspace: WorkspaceId,
-    agent: &AgentRef,
-    inputs: Vec<RunInput>,
-    mode: Mode,
+    plan: Plan,
     idempotency: Option<Idempotency>,
 ) -> Result<Delivery> {
-    let target = admission::resolve(&state.db, workspace, agent).await?;
-    let runs = inputs.into_iter().map(|input| target.prepare(input)).collect::<Result<Vec<_>, _>>()?;
+    let mode = plan.mode;
+    let (runs, cap) = admit(state, workspace, plan).await?;
     let collect = match mode {
-        Mode::Stream | Mode::Sync => Collect::Direct,
+        Mode::Stream | Mode::Sync | Mode::Detached => Collect::Direct,
         Mode::Async => Collect::Async,
         Mode::Batch => Collect::Batch,
     };
     // a caller waiting for its run subscribes while the run is recorded: no event exists before
     // its job is pushed, and the subscription's round trip leaves the critical path
     let first = runs.first().map(|run| run.id);
-    let recording = admission::record(&state.db, workspace, &target, runs, collect, idempotency.as_ref());
-    let (recorded, early) = match (collect, first) {
-        (Collect::Direct, Some(run)) => {
+    let recording = admission::record(&state.db, workspace, runs, collect, idempotency.as_ref());
+    let (recorded, early) = match (mode, first) {
+        (Mode::Stream | Mode::Sync, Some(run)) => {
             let (recorded, subscription) = tokio::join!(recording, subscribe(state, run));
             (recorded?, Some(subscription))
         }
@@ -75,14 +105,19 @@ pub async fn submit(
         Admitted::New { runs, operation } => (runs, operation),
         Admitted::Existing { run, operation } => return deliver_existing(state, workspace, mode, run, operation).await,
     };
-    let jobs = target.jobs(&runs);
+    let jobs = admission::jobs(workspace, cap, &runs);
     if let Some(operation) = operation {
         push(state, &jobs, operation.into()).await?;
-        return Ok(Delivery::Accepted { operation, total: jobs.len() });
+        let run = (mode == Mode::Async).then(|| runs[0].id);
+        return Ok(Delivery::Accepted { operation, total: jobs.len(), run });
     }
 
     let run = &runs[0];
     tracing::Span::current().record("run_id", tracing::field::display(run.id));
+    if mode == Mode::Detached {
+        push(state, &jobs, None).await?;
+        return Ok(Delivery::Started { run: run.id });
+    }
     let subscription = match early {
         Some(subscription) => subscription,
         None => subscribe(state, run.id).await,
@@ -113,6 +148,7 @@ async fn deliver(
             subscription,
             after: 0,
             cancel_on_disconnect,
+            framing: live::Framing::UiMessageStream,
         });
         return Ok(Delivery::Stream { run, thread: thread.to_owned(), events });
     }
@@ -120,7 +156,7 @@ async fn deliver(
         return Ok(Delivery::Done(Box::new(runs::get(&state.db, workspace, run).await?)));
     }
     let operation = operations::for_run(&state.db, workspace, run).await?;
-    Ok(Delivery::Accepted { operation, total: 1 })
+    Ok(Delivery::Accepted { operation, total: 1, run: Some(run) })
 }
 
 /// A retried request (same idempotency key, same body) gets the first request's runs.
@@ -133,9 +169,13 @@ async fn deliver_existing(
 ) -> Result<Delivery> {
     if let Some(operation) = operation {
         let (op, _) = operations::get(&state.db, workspace, operation).await?;
-        return Ok(Delivery::Accepted { operation, total: usize::try_from(op.total).unwrap_or(0) });
+        let run = if op.kind == "run" { run } else { None };
+        return Ok(Delivery::Accepted { operation, total: usize::try_from(op.total).unwrap_or(0), run });
     }
     let run = run.ok_or_else(|| Error::Internal(anyhow::anyhow!("idempotency key without a run")))?;
+    if mode == Mode::Detached {
+        return Ok(Delivery::Started { run });
+    }
     // subscribe before reading, so a run finishing in between is seen either way
     let subscription = subscribe(state, run).await;
     let record = runs::get(&state.db, workspace, run).await?;

@@ -269,7 +269,11 @@ impl Stack {
 
     /// A POST to the API with the admin key.
     pub fn post(&self, path: &str) -> RequestBuilder {
-        self.http.post(format!("{}{path}", self.api)).header("x-api-key", &self.admin_key)
+        // a JSON client: `POST /v1/run` without `stream` answers JSON to it
+        self.http
+            .post(format!("{}{path}", self.api))
+            .header("x-api-key", &self.admin_key)
+            .header("accept", "application/json")
     }
 
     /// A GET from the API with the admin key.

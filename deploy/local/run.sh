@@ -188,6 +188,9 @@ expect() { # WHAT STATUS ALLOWED...
 
 expect "creating provider mock" "$(call POST /v1/providers \
   '{"name":"mock","kind":"openai","base_url":"http://127.0.0.1:'"$MOCK_PORT"'/v1","api_key":"sk-mock"}')" 201 409
+# the workspace's default model: agents created from a system prompt alone (reference 002) run on it
+expect "registering model mock-echo" "$(call POST /v1/llm-providers/mock/models \
+  '{"model_id":"mock-echo","display_name":"Mock echo"}')" 201 409
 expect "creating agent demo" "$(call POST /v1/agents \
   '{"name":"Demo","slug":"demo","description":"Echo agent on the offline mock provider"}')" 201 409
 expect "reading agent demo" "$(call GET /v1/agents/demo)" 200
@@ -217,8 +220,8 @@ cat <<EOF
   Stream a run:
     curl -N $API_URL/v1/run -H "x-api-key: $ADMIN_KEY" -H 'content-type: application/json' -d '{"agent_id":"demo","prompt":"Hello runq","variables":{"company":"Acme"},"stream":true}'
 
-  Or wait for the whole answer:
-    curl $API_URL/v1/run -H "x-api-key: $ADMIN_KEY" -H 'content-type: application/json' -d '{"agent_id":"demo","prompt":"Hello runq","variables":{"company":"Acme"}}'
+  Or wait for the whole answer (stream false, or POST /api/v1/run):
+    curl $API_URL/v1/run -H "x-api-key: $ADMIN_KEY" -H 'content-type: application/json' -d '{"agent_id":"demo","prompt":"Hello runq","variables":{"company":"Acme"},"stream":false}'
 
   Ctrl-C stops everything.
 

@@ -57,7 +57,8 @@ struct Resolved {
     concurrency_limit: Option<i32>,
 }
 
-/// Finds the agent and its deployed version.
+/// Finds the agent and its deployed version, checking in reference `000_…`'s order: the agent
+/// exists, it is the caller's workspace's, it has a deployed version.
 pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> Result<Target> {
     let (id, slug) = match agent {
         AgentRef::Id(id) => (Some(*id), None),
@@ -65,7 +66,7 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
     };
     let row: Option<Resolved> = sqlx::query_as(
         "select a.id, a.workspace_id, a.name, a.slug, a.description, a.tags, v.id as deployed_version_id,
-                a.archived_at is not null as archived, a.created_at, a.updated_at,
+                'active' as status, a.archived_at is not null as archived, a.created_at, a.updated_at,
                 v.system_prompt, v.messages, p.id is not null as has_provider, w.concurrency_limit
          from agents a
          join workspaces w on w.id = a.workspace_id
@@ -105,10 +106,11 @@ pub async fn resolve(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef) -> R
 
 impl Target {
     /// Renders the version's prompts for `input` and builds the run to record.
+    ///
+    /// A run needs no input of its own: without one, the version's rendered system prompt and
+    /// messages are the whole conversation (reference `000_…`). Only an empty conversation is
+    /// refused.
     pub fn prepare(&self, input: RunInput) -> Result<NewRun> {
-        if input.turn.is_empty() {
-            return Err(Error::invalid("prompt", "a run needs a prompt, query, input or messages"));
-        }
         let mut prelude = Vec::with_capacity(self.messages.len() + 1);
         if let Some(system) = &self.system_prompt {
             prelude.push(ChatMessage::system(render(system, &input.variables)?));
@@ -121,8 +123,16 @@ impl Target {
                 PromptRole::Assistant => ChatMessage::assistant(content),
             });
         }
+        if prelude.is_empty() && input.turn.is_empty() {
+            return Err(Error::invalid(
+                "prompt",
+                "the agent's deployed version has no prompt or messages, so a run needs a prompt, query, input or messages",
+            ));
+        }
         Ok(NewRun {
             id: RunId::new(),
+            agent_id: self.agent.id,
+            version_id: self.version,
             thread_id: input.thread.unwrap_or_else(ThreadId::generate).as_str().to_owned(),
             prelude,
             input: input.turn,
@@ -165,14 +175,13 @@ pub enum Admitted {
 pub async fn record(
     db: &PgPool,
     workspace: WorkspaceId,
-    target: &Target,
     runs: Vec<NewRun>,
     collect: Collect,
     idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
     if collect == Collect::Direct && idempotency.is_none() {
         // the common case: one statement, no explicit transaction
-        runs::insert_many(db, workspace, target.agent.id, target.version, None, &runs).await?;
+        runs::insert_many(db, workspace, None, &runs).await?;
         return Ok(Admitted::New { runs, operation: None });
     }
     let mut tx = db.begin().await?;
@@ -195,7 +204,7 @@ pub async fn record(
         Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
         Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
     };
-    runs::insert_many(&mut *tx, workspace, target.agent.id, target.version, operation, &runs).await?;
+    runs::insert_many(&mut *tx, workspace, operation, &runs).await?;
     if let Some(idem) = idempotency {
         sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
             .bind(workspace)
@@ -241,9 +250,7 @@ pub async fn run_for_key(db: &PgPool, workspace: WorkspaceId, key: &str) -> Resu
     Ok(row.and_then(|(run,)| run))
 }
 
-impl Target {
-    /// The jobs that start `runs` of this target.
-    pub fn jobs(&self, runs: &[NewRun]) -> Vec<Job> {
-        runs.iter().map(|run| Job::new(run.id, self.agent.workspace_id, self.concurrency_limit)).collect()
-    }
+/// The jobs that start `runs` of a workspace whose concurrency cap is `cap`.
+pub fn jobs(workspace: WorkspaceId, cap: Option<i32>, runs: &[NewRun]) -> Vec<Job> {
+    runs.iter().map(|run| Job::new(run.id, workspace, cap)).collect()
 }

@@ -9,7 +9,7 @@ use crate::id::{AgentId, ProviderId};
 use crate::{Error, Result};
 
 /// A URL-safe agent handle, unique per workspace: lowercase letters, digits and dashes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[sqlx(transparent)]
 pub struct Slug(String);
 
@@ -82,7 +82,7 @@ impl ThreadId {
 }
 
 /// How a client names an agent: by id (`agt_…`) or by slug.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AgentRef {
     Id(AgentId),
     Slug(Slug),
@@ -160,6 +160,23 @@ impl Scope {
             _ => None,
         }
     }
+
+    /// Reads a scope as reference `002_…` names them (`sessions:write`, `agents:read`) or as runq
+    /// does: conversations need `run`; agents, providers, models and keys need `manage`.
+    pub fn parse_resource(raw: &str) -> Option<Self> {
+        let resource = match raw.split_once(':') {
+            Some((resource, "read" | "write")) => resource,
+            Some(_) => return None,
+            None => return Self::parse(raw),
+        };
+        match resource {
+            "sessions" | "messages" | "events" | "runs" => Some(Self::Run),
+            "agents" | "capabilities" | "llm-providers" | "llm-models" | "providers" | "models" | "api-keys" => {
+                Some(Self::Manage)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A workspace's plan: the request rate its keys get unless a custom limit is set.
@@ -222,6 +239,14 @@ impl ProviderKind {
             "openai" => Some(Self::Openai),
             "anthropic" => Some(Self::Anthropic),
             _ => None,
+        }
+    }
+
+    /// The provider's public API, for a provider registered without a `base_url`.
+    pub const fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Openai => "https://api.openai.com/v1",
+            Self::Anthropic => "https://api.anthropic.com/v1",
         }
     }
 }

@@ -104,6 +104,8 @@ ids! {
     OperationId => "op_",
     /// A stored thread message.
     MessageId => "msg_",
+    /// A provider's model registered in a workspace (reference 002's LLM models).
+    ModelId => "mdl_",
 }
 
 #[cfg(test)]

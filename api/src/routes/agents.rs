@@ -4,9 +4,10 @@ use axum::Json as JsonResponse;
 use axum::extract::State;
 use axum::http::StatusCode;
 use runq_shared::db::agents::{self, Agent, AgentPatch, NewAgent};
-use runq_shared::db::versions::{self, NewVersion, Version};
+use runq_shared::db::models::{self, ModelRef};
+use runq_shared::db::versions::{self, DEFAULT_MAX_STEPS, NewVersion, Revision, Version};
 use runq_shared::domain::{self, AgentRef, PromptMessage, ProviderRef, Slug};
-use runq_shared::id::VersionId;
+use runq_shared::id::{ModelId, VersionId};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,6 +34,14 @@ pub struct CreateAgent {
     description: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
+    /// With a system prompt (reference `002_…`) the agent is runnable at once: a first version
+    /// on `model` (or the workspace's default model) is created and deployed.
+    system_prompt: Option<String>,
+    /// A registered model (`mdl_…` or the provider's model name) for that first version.
+    model: Option<String>,
+    /// Same as `model`, by id.
+    #[schema(value_type = Option<String>)]
+    default_model_id: Option<ModelId>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -41,6 +50,8 @@ pub struct UpdateAgent {
     slug: Option<String>,
     description: Option<String>,
     tags: Option<Vec<String>>,
+    /// Deploys a new version: the deployed one with this system prompt.
+    system_prompt: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -91,7 +102,8 @@ fn agent_ref(raw: &str) -> Result<AgentRef> {
     Ok(AgentRef::parse(raw)?)
 }
 
-/// Creates an agent (no version yet: runs need a deployed version).
+/// Creates an agent. With `system_prompt` (or `model`), a first version is created and deployed
+/// on that model or the workspace's default one; without, runs wait for a deployed version.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", security(("api_key" = [])), request_body = CreateAgent,
     responses((status = 201, body = Agent), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn create(
@@ -104,8 +116,20 @@ async fn create(
         Some(slug) => Slug::parse("slug", slug)?,
         None => Slug::from_name(&name)?,
     };
+    let model = match (body.default_model_id, body.model) {
+        (Some(id), _) => Some(ModelRef::Id(id)),
+        (None, Some(model)) => Some(model.parse().map_or(ModelRef::Name(model), ModelRef::Id)),
+        (None, None) => body.system_prompt.is_some().then_some(ModelRef::Default),
+    };
+    let first = match model {
+        Some(model) => {
+            let model = models::find(&state.db, auth.workspace_id, &model).await?;
+            Some(NewVersion::on_model(&model, body.system_prompt, Vec::new()))
+        }
+        None => None,
+    };
     let new = NewAgent { name, slug, description: body.description, tags: tags(body.tags)? };
-    Ok((StatusCode::CREATED, JsonResponse(agents::create(&state.db, auth.workspace_id, new).await?)))
+    Ok((StatusCode::CREATED, JsonResponse(agents::create(&state.db, auth.workspace_id, new, first).await?)))
 }
 
 /// Lists the workspace's agents, archived ones only when asked.
@@ -133,7 +157,8 @@ async fn get(
     Ok(JsonResponse(agents::get(&state.db, auth.workspace_id, &agent_ref(&id)?).await?))
 }
 
-/// Changes an agent's name, slug, description or tags.
+/// Changes an agent's name, slug, description or tags; a `system_prompt` deploys a new version
+/// with it.
 #[utoipa::path(patch, path = "/v1/agents/{id}", tag = "agents", security(("api_key" = [])), request_body = UpdateAgent,
     params(("id" = String, Path, description = "Agent id (`agt_…`) or slug")),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -149,7 +174,12 @@ async fn update(
         description: body.description,
         tags: body.tags.map(tags).transpose()?,
     };
-    Ok(JsonResponse(agents::update(&state.db, auth.workspace_id, &agent_ref(&id)?, patch).await?))
+    let agent = agent_ref(&id)?;
+    if let Some(system_prompt) = body.system_prompt {
+        let revision = Revision { system_prompt: Some(system_prompt), ..Revision::default() };
+        versions::revise(&state.db, auth.workspace_id, &agent, revision).await?;
+    }
+    Ok(JsonResponse(agents::update(&state.db, auth.workspace_id, &agent, patch).await?))
 }
 
 /// Archives an agent: it leaves listings and takes no new runs; its history stays.
@@ -177,7 +207,7 @@ async fn create_version(
     if let Some(unknown) = body.tools.iter().find(|t| !domain::is_builtin_tool(t)) {
         return Err(Error::invalid("tools", format!("unknown tool {unknown:?}; see GET /v1/tools")));
     }
-    let max_steps = body.max_steps.unwrap_or(8);
+    let max_steps = body.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
     if !(1..=64).contains(&max_steps) {
         return Err(Error::invalid("max_steps", "must be between 1 and 64"));
     }

@@ -1,19 +1,21 @@
 //! Seed 001's agent routes: `POST /v1/agents/{id}/invoke` and `GET /v1/agents/{id}/stream`.
 
 use axum::Json as JsonResponse;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use runq_shared::db::runs::RunRecord;
 use runq_shared::domain::AgentRef;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::operations::OperationBody;
-use super::runs::{RunOptions, TurnFields, stream_response};
+use super::runs::stream_response;
 use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{Caller, Json, Path, Query};
+use crate::extract::{Caller, Json, Path};
+use crate::request::{Plan, RunOptions, TurnFields};
 use crate::state::AppState;
 use crate::submit::{self, Delivery, Mode};
 
@@ -42,68 +44,99 @@ async fn invoke(
 ) -> Result<Response> {
     let agent = AgentRef::parse(&id)?;
     let options = RunOptions::new(&state.limits, false);
-    let (inputs, mode) = match body.batch {
+    let plan = match body.batch {
         Some(batch) if batch.len() > state.limits.max_batch => {
             return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
         }
-        Some(batch) if !batch.is_empty() => {
-            let inputs = batch
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| item.into_input(&format!("batch[{i}]."), &body.turn, options))
-                .collect::<Result<_>>()?;
-            (inputs, Mode::Batch)
-        }
+        Some(batch) if !batch.is_empty() => Plan::batch(&agent, batch, body.turn, options),
         Some(_) => return Err(Error::invalid("batch", "must hold at least one item")),
-        None => (vec![body.turn.into_input("", &TurnFields::default(), options)?], Mode::Sync),
+        None => Plan::one(agent, body.turn, options, Mode::Sync),
     };
-    Ok(match submit::submit(&state, auth.workspace_id, &agent, inputs, mode, None).await? {
-        Delivery::Done(run) => {
-            let tokens = run.usage.as_ref().map(|u| u.input_tokens + u.output_tokens).unwrap_or(0);
-            let execution_ms = run.execution_time_ms().unwrap_or(0);
-            let metadata = json!({
-                "execution_time": execution_ms as f64 / 1000.0,
-                "tokens_used": tokens,
-                "run_id": run.id,
-                "thread_id": run.thread_id,
-            });
-            if run.status == "completed" {
-                JsonResponse(json!({"status": "success", "data": {"result": run.output, "metadata": metadata}}))
-                    .into_response()
-            } else {
-                let error = run.error.map(|e| e.0).unwrap_or_else(|| json!({}));
-                JsonResponse(json!({"status": "error", "message": error["message"], "error": error, "data": {"metadata": metadata}}))
-                    .into_response()
-            }
-        }
-        Delivery::Accepted { operation, total } => {
-            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total))).into_response()
+    Ok(match submit::submit(&state, auth.workspace_id, plan, None).await? {
+        Delivery::Done(run) => invoked(*run),
+        Delivery::Accepted { operation, total, run } => {
+            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total, run))).into_response()
         }
         Delivery::Stream { run, thread, events } => stream_response(run, &thread, events),
+        Delivery::Started { .. } => return Err(Error::Internal(anyhow::anyhow!("a sync submission was detached"))),
     })
 }
 
-/// Streams a run of the agent as SSE: `?query=…` plus optional `thread_id`.
+/// A finished run in seed 001's envelope.
+fn invoked(run: RunRecord) -> Response {
+    let tokens = run.usage.as_ref().map(|u| u.input_tokens + u.output_tokens).unwrap_or(0);
+    let execution_ms = run.execution_time_ms().unwrap_or(0);
+    let metadata = json!({
+        "execution_time": execution_ms as f64 / 1000.0,
+        "tokens_used": tokens,
+        "run_id": run.id,
+        "thread_id": run.thread_id,
+    });
+    if run.status == "completed" {
+        return JsonResponse(json!({"status": "success", "data": {"result": run.output, "metadata": metadata}}))
+            .into_response();
+    }
+    let error = run.error.map(|e| e.0).unwrap_or_else(|| json!({}));
+    JsonResponse(
+        json!({"status": "error", "message": error["message"], "error": error, "data": {"metadata": metadata}}),
+    )
+    .into_response()
+}
+
+/// Streams a run of the agent as SSE. Query parameters: `query` (or `prompt`; optional when the
+/// agent's own messages are the conversation), `thread_id`, and `variables[NAME]=VALUE` for each
+/// placeholder of the agent's prompts.
 #[utoipa::path(get, path = "/v1/agents/{id}/stream", tag = "agents", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Agent id or slug"), ("query" = String, Query), ("thread_id" = Option<String>, Query)),
+    params(("id" = String, Path, description = "Agent id or slug"), ("query" = Option<String>, Query),
+        ("thread_id" = Option<String>, Query),
+        ("variables[NAME]" = Option<String>, Query, description = "The value of the prompts' `{{NAME}}` placeholder")),
     responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     Caller(auth): Caller,
     Path(id): Path<String>,
-    Query(query): Query<Map<String, Value>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let agent = AgentRef::parse(&id)?;
-    let text = |k: &str| query.get(k).and_then(Value::as_str).map(str::to_owned);
-    let turn = TurnFields {
-        query: text("query").or_else(|| text("prompt")),
-        thread_id: text("thread_id").or_else(|| text("threadId")),
-        ..TurnFields::default()
-    };
-    let options = RunOptions::new(&state.limits, false);
-    let input = turn.into_input("", &TurnFields::default(), options)?;
-    match submit::submit(&state, auth.workspace_id, &agent, vec![input], Mode::Stream, None).await? {
+    let turn = stream_turn(query.as_deref().unwrap_or_default())?;
+    let plan = Plan::one(agent, turn, RunOptions::new(&state.limits, false), Mode::Stream);
+    match submit::submit(&state, auth.workspace_id, plan, None).await? {
         Delivery::Stream { run, thread, events } => Ok(stream_response(run, &thread, events)),
         _ => Err(Error::Internal(anyhow::anyhow!("a stream submission did not stream"))),
+    }
+}
+
+/// The turn of `GET /v1/agents/{id}/stream` from its query string.
+fn stream_turn(query: &str) -> Result<TurnFields> {
+    let mut turn = TurnFields::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "query" | "prompt" => turn.query = Some(value),
+            "thread_id" | "threadId" => turn.thread_id = Some(value),
+            key => match key.strip_prefix("variables[").and_then(|rest| rest.strip_suffix(']')) {
+                Some(name) if !name.is_empty() => {
+                    turn.variables.insert(name.to_owned(), Value::String(value));
+                }
+                _ => return Err(Error::invalid(key, "unknown query parameter")),
+            },
+        }
+    }
+    Ok(turn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_query_strings_carry_variables_by_name() {
+        let turn = stream_turn("query=hi&variables%5Bcompany%5D=Acme%20Inc&variables[who]=me&thread_id=t1").unwrap();
+        assert_eq!(turn.query.as_deref(), Some("hi"));
+        assert_eq!(turn.thread_id.as_deref(), Some("t1"));
+        assert_eq!(turn.variables["company"], "Acme Inc");
+        assert_eq!(turn.variables["who"], "me");
+        assert!(stream_turn("variables[]=x").is_err());
+        assert!(stream_turn("querry=x").is_err());
     }
 }

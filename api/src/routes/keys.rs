@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use runq_shared::db::keys::{self, ApiKeyRecord};
 use runq_shared::domain::{self, Scope};
-use runq_shared::id::KeyId;
+use runq_shared::id::{KeyId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -93,7 +93,12 @@ async fn list(
     params(("id" = String, Path, description = "Key id (`key_…`)")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 async fn revoke(State(state): State<AppState>, Manager(auth): Manager, Path(id): Path<KeyId>) -> Result<StatusCode> {
-    let hash = keys::revoke(&state.db, auth.workspace_id, id)
+    revoke_key(&state, auth.workspace_id, id).await
+}
+
+/// Revokes a key of `workspace` and forgets it on this replica at once.
+pub(super) async fn revoke_key(state: &AppState, workspace: WorkspaceId, id: KeyId) -> Result<StatusCode> {
+    let hash = keys::revoke(&state.db, workspace, id)
         .await?
         .ok_or_else(|| Error::from(runq_shared::Error::key_not_found()))?;
     state.auth.evict(&hash);

@@ -26,8 +26,10 @@ pub mod health;
 pub mod invoke;
 pub mod keys;
 pub mod operations;
+pub mod platform;
 pub mod providers;
 pub mod runs;
+pub mod sessions;
 pub mod threads;
 pub mod tools;
 pub mod workspaces;
@@ -66,9 +68,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(threads::router())
         .merge(invoke::router())
         .merge(workspaces::router())
+        .merge(sessions::router())
+        .merge(platform::router())
         .split_for_parts();
 
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi.clone()))
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", openapi))
         .fallback(|| async { Error::route_not_found() })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

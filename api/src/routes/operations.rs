@@ -4,7 +4,7 @@ use axum::Json as JsonResponse;
 use axum::extract::State;
 use runq_shared::db::operations::{self, Progress};
 use runq_shared::db::runs;
-use runq_shared::id::OperationId;
+use runq_shared::id::{OperationId, RunId};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,6 +31,9 @@ pub struct ProgressBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OperationBody {
     pub operation_id: OperationId,
+    /// The run of a single-run operation (`async: true`, or a sync call that outlived its wait).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
     /// `pending | running | succeeded | failed`.
     pub status: &'static str,
     pub check_url: String,
@@ -46,14 +49,15 @@ pub struct OperationBody {
 
 impl OperationBody {
     /// A freshly accepted operation.
-    pub fn pending(id: OperationId, total: usize) -> Self {
+    pub fn pending(id: OperationId, total: usize, run: Option<RunId>) -> Self {
         let progress = Progress { total: i64::try_from(total).unwrap_or(i64::MAX), ..Progress::default() };
-        Self::new(id, &progress, total > 1, None)
+        Self::new(id, &progress, run.is_none(), run, None)
     }
 
-    fn new(id: OperationId, progress: &Progress, batch: bool, result: Option<Value>) -> Self {
+    fn new(id: OperationId, progress: &Progress, batch: bool, run: Option<RunId>, result: Option<Value>) -> Self {
         Self {
             operation_id: id,
+            run_id: run,
             status: progress.status(),
             check_url: format!("/v1/operations/{id}"),
             progress: ProgressBody { total: progress.total, completed: progress.completed, failed: progress.failed },
@@ -73,18 +77,15 @@ async fn get(
     Path(id): Path<OperationId>,
 ) -> Result<JsonResponse<OperationBody>> {
     let (operation, progress) = operations::get(&state.db, auth.workspace_id, id).await?;
-    let batch = operation.kind == "batch";
-    let result = if !batch && progress.is_done() {
-        let page = runq_shared::domain::Page::new(None, Some(1))?;
-        runs::of_operation(&state.db, id, page)
-            .await?
-            .into_iter()
-            .next()
-            .map(|run| serde_json::to_value(RunObject::from(run)).unwrap_or_default())
-    } else {
-        None
-    };
-    Ok(JsonResponse(OperationBody::new(id, &progress, batch, result)))
+    if operation.kind == "batch" {
+        return Ok(JsonResponse(OperationBody::new(id, &progress, true, None, None)));
+    }
+    let page = runq_shared::domain::Page::new(None, Some(1))?;
+    let run = runs::of_operation(&state.db, id, page).await?.into_iter().next();
+    let run_id = run.as_ref().map(|run| run.id);
+    let result =
+        run.filter(|_| progress.is_done()).map(|run| serde_json::to_value(RunObject::from(run)).unwrap_or_default());
+    Ok(JsonResponse(OperationBody::new(id, &progress, false, run_id, result)))
 }
 
 /// The runs of an operation in item order, paginated.

@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use runq_shared::admission::RunInput;
-use runq_shared::chat::{ChatMessage, Role};
+use runq_shared::db::agents;
+use runq_shared::db::keys::KeyAuth;
 use runq_shared::db::runs::{self, Cancel, RunFilter, RunRecord};
-use runq_shared::domain::{AgentRef, ThreadId};
+use runq_shared::domain::AgentRef;
 use runq_shared::events::RunKeys;
 use runq_shared::id::{AgentId, OperationId, RunId, VersionId};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,8 +21,9 @@ use super::{List, PageQuery};
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::{Caller, HashedJson, Path, Query};
 use crate::live::{self, RunStream};
-use crate::state::{AppState, Limits};
-use crate::submit::{self, Delivery, Mode};
+use crate::request::{RunRequest, RunRoute};
+use crate::state::AppState;
+use crate::submit::{self, Delivery};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -33,169 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(events))
         .routes(routes!(cancel))
         .routes(routes!(cancel_by_key))
-}
-
-/// A message of the new turn, as a client sends it.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-pub struct InMessage {
-    /// `user`, `assistant` or `system`.
-    pub role: String,
-    pub content: String,
-}
-
-/// One run's input: exactly one of `prompt`, `query`, `input` or `messages`.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-pub struct TurnFields {
-    pub prompt: Option<String>,
-    pub query: Option<String>,
-    pub input: Option<String>,
-    pub messages: Option<Vec<InMessage>>,
-    /// Fill `{{name}}` placeholders of the agent's prompts.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub variables: Map<String, Value>,
-    /// Provider parameters (`temperature`, `max_tokens`, …) overriding the version's.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub parameters: Map<String, Value>,
-    /// Continue this thread (created under this id when new).
-    #[serde(alias = "threadId")]
-    pub thread_id: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub metadata: Option<Value>,
-    /// Time limit of the run from its first start, in milliseconds (default from the server).
-    pub timeout_ms: Option<u32>,
-}
-
-/// Request-wide settings every run of a request shares.
-#[derive(Debug, Clone, Copy)]
-pub struct RunOptions {
-    pub cancel_on_disconnect: bool,
-    pub default_timeout_ms: u32,
-}
-
-impl RunOptions {
-    pub fn new(limits: &Limits, cancel_on_disconnect: bool) -> Self {
-        Self { cancel_on_disconnect, default_timeout_ms: limits.run_timeout_ms }
-    }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct RunRequest {
-    /// Agent id (`agt_…`) or slug; `agent` is accepted too.
-    #[serde(alias = "agent")]
-    pub agent_id: Option<String>,
-    #[serde(flatten)]
-    pub turn: TurnFields,
-    /// Stream the answer as SSE (also when the request accepts `text/event-stream`).
-    #[serde(default)]
-    pub stream: bool,
-    /// Return 202 with an operation at once.
-    #[serde(default, rename = "async")]
-    pub is_async: bool,
-    /// Many runs of the agent: 202 with an operation; items inherit the top-level fields.
-    pub batch: Option<Vec<TurnFields>>,
-    /// Cancel the run when a streaming client disconnects (default: the run goes on).
-    #[serde(default)]
-    pub cancel_on_disconnect: bool,
-}
-
-impl TurnFields {
-    /// Converts to a run input; `field` prefixes error fields (`batch[3].`).
-    pub fn into_input(self, field: &str, defaults: &TurnFields, options: RunOptions) -> Result<RunInput> {
-        let given = [self.prompt.is_some(), self.query.is_some(), self.input.is_some(), self.messages.is_some()];
-        let turn = match (self.prompt.or(self.query).or(self.input), self.messages) {
-            _ if given.iter().filter(|g| **g).count() > 1 => {
-                return Err(Error::invalid(
-                    format!("{field}prompt"),
-                    "give only one of prompt, query, input or messages",
-                ));
-            }
-            (Some(text), _) if !text.trim().is_empty() => vec![ChatMessage::user(text)],
-            (None, Some(messages)) if !messages.is_empty() => messages
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| message(&format!("{field}messages[{i}]"), m))
-                .collect::<Result<_>>()?,
-            _ => {
-                return Err(Error::invalid(
-                    format!("{field}prompt"),
-                    "a run needs a non-empty prompt, query, input or messages",
-                ));
-            }
-        };
-        let mut variables = defaults.variables.clone();
-        variables.extend(self.variables);
-        let mut parameters = defaults.parameters.clone();
-        parameters.extend(self.parameters);
-        let thread = match self.thread_id.or_else(|| defaults.thread_id.clone()) {
-            Some(id) => Some(ThreadId::parse(&format!("{field}thread_id"), &id)?),
-            None => None,
-        };
-        let metadata = self.metadata.or_else(|| defaults.metadata.clone()).unwrap_or_else(|| json!({}));
-        if !metadata.is_object() {
-            return Err(Error::invalid(format!("{field}metadata"), "must be an object"));
-        }
-        let timeout_ms = self.timeout_ms.or(defaults.timeout_ms).unwrap_or(options.default_timeout_ms);
-        let timeout_ms = i32::try_from(timeout_ms)
-            .ok()
-            .filter(|t| (1..=86_400_000).contains(t))
-            .ok_or_else(|| Error::invalid(format!("{field}timeout_ms"), "must be between 1 and 86400000"))?;
-        Ok(RunInput {
-            variables,
-            turn,
-            parameters,
-            thread,
-            metadata,
-            cancel_on_disconnect: options.cancel_on_disconnect,
-            timeout_ms,
-        })
-    }
-}
-
-fn message(field: &str, m: InMessage) -> Result<ChatMessage> {
-    let role = match m.role.as_str() {
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        "system" => Role::System,
-        _ => {
-            return Err(Error::invalid(format!("{field}.role"), "must be user, assistant or system"));
-        }
-    };
-    Ok(ChatMessage { role, ..ChatMessage::user(m.content) })
-}
-
-/// Whether the caller asked for SSE through its `Accept` header.
-pub fn wants_stream(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"))
-}
-
-/// Turns a run request into inputs and a delivery mode.
-pub fn plan(request: RunRequest, headers: &HeaderMap, limits: &Limits) -> Result<(AgentRef, Vec<RunInput>, Mode)> {
-    let agent = request.agent_id.as_deref().ok_or_else(|| Error::invalid("agent_id", "missing field `agent_id`"))?;
-    let agent = AgentRef::parse(agent)?;
-    let cancel = RunOptions::new(limits, request.cancel_on_disconnect);
-    if let Some(batch) = request.batch {
-        if batch.is_empty() {
-            return Err(Error::invalid("batch", "must hold at least one item"));
-        }
-        let inputs = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| item.into_input(&format!("batch[{i}]."), &request.turn, cancel))
-            .collect::<Result<_>>()?;
-        return Ok((agent, inputs, Mode::Batch));
-    }
-    let mode = if request.is_async {
-        Mode::Async
-    } else if request.stream || wants_stream(headers) {
-        Mode::Stream
-    } else {
-        Mode::Sync
-    };
-    let input = request.turn.clone().into_input("", &TurnFields::default(), cancel)?;
-    Ok((agent, vec![input], mode))
 }
 
 /// A run as the API shows it (seed 000's `messages` shape).
@@ -256,12 +94,19 @@ impl From<RunRecord> for RunObject {
     }
 }
 
-/// The SSE response of a run, with the protocol and id headers.
-pub fn stream_response(run: RunId, thread: &str, mut response: Response) -> Response {
+/// An SSE response as proxies must pass it: not cached, not buffered.
+pub fn sse_response(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert("x-vercel-ai-ui-message-stream", HeaderValue::from_static("v1"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The SSE response of a run, with the protocol and id headers.
+pub fn stream_response(run: RunId, thread: &str, response: Response) -> Response {
+    let mut response = sse_response(response);
+    let headers = response.headers_mut();
+    headers.insert("x-vercel-ai-ui-message-stream", HeaderValue::from_static("v1"));
     if let Ok(v) = HeaderValue::from_str(&run.to_string()) {
         headers.insert("x-run-id", v);
     }
@@ -275,17 +120,34 @@ fn respond(delivery: Delivery) -> Response {
     match delivery {
         Delivery::Stream { run, thread, events } => stream_response(run, &thread, events),
         Delivery::Done(run) => JsonResponse(RunObject::from(*run)).into_response(),
-        Delivery::Accepted { operation, total } => {
-            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total))).into_response()
+        Delivery::Accepted { operation, total, run } => {
+            (StatusCode::ACCEPTED, JsonResponse(OperationBody::pending(operation, total, run))).into_response()
+        }
+        Delivery::Started { run } => {
+            (StatusCode::ACCEPTED, JsonResponse(json!({"run_id": run, "status": "queued"}))).into_response()
         }
     }
 }
 
-/// Runs an agent: sync JSON (default), SSE (`stream: true` or `Accept: text/event-stream`),
-/// `async: true` or `batch: [...]` (202 with an operation).
+async fn run_on(
+    route: RunRoute,
+    state: AppState,
+    auth: KeyAuth,
+    headers: HeaderMap,
+    body: RunRequest,
+    hash: [u8; 32],
+) -> Result<Response> {
+    let idempotency = submit::idempotency(&headers, hash)?;
+    let plan = body.plan(&headers, route, &state.limits)?;
+    Ok(respond(submit::submit(&state, auth.workspace_id, plan, idempotency).await?))
+}
+
+/// Runs an agent. Without `stream`, answers as SSE unless `Accept` asks for JSON only
+/// (`stream: false` gives the JSON run object); `async: true` or `batch: [...]` give 202 with an
+/// operation. Also takes the AI SDK chat transport's body (`id`, UI `messages`, `trigger`).
 #[utoipa::path(post, path = "/v1/run", tag = "runs", security(("api_key" = [])), request_body = RunRequest,
     responses(
-        (status = 200, description = "Sync answer, or the SSE stream", body = RunObject),
+        (status = 200, description = "The SSE stream, or the sync answer", body = RunObject),
         (status = 202, description = "Async, batch, or a sync run that outlived the wait", body = OperationBody),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn run(
@@ -294,33 +156,28 @@ async fn run(
     headers: HeaderMap,
     HashedJson(body, hash): HashedJson<RunRequest>,
 ) -> Result<Response> {
-    if body.batch.as_ref().is_some_and(|b| b.len() > state.limits.max_batch) {
-        return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
-    }
-    let idempotency = submit::idempotency(&headers, hash)?;
-    let (agent, inputs, mode) = plan(body, &headers, &state.limits)?;
-    Ok(respond(submit::submit(&state, auth.workspace_id, &agent, inputs, mode, idempotency).await?))
+    run_on(RunRoute::Stream, state, auth, headers, body, hash).await
 }
 
-/// Alias of `POST /v1/run`.
+/// `POST /v1/run` as reference `000_…` documents it: without `stream` (or `Accept:
+/// text/event-stream`) it answers JSON.
 #[utoipa::path(post, path = "/api/v1/run", tag = "runs", security(("api_key" = [])), request_body = RunRequest,
     responses((status = 200, body = RunObject), (status = 202, body = OperationBody)))]
 async fn run_alias(
-    state: State<AppState>,
-    caller: Caller,
+    State(state): State<AppState>,
+    Caller(auth): Caller,
     headers: HeaderMap,
-    body: HashedJson<RunRequest>,
+    HashedJson(body, hash): HashedJson<RunRequest>,
 ) -> Result<Response> {
-    run(state, caller, headers, body).await
+    run_on(RunRoute::Json, state, auth, headers, body, hash).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct RunListQuery {
     page: Option<u32>,
     limit: Option<u32>,
-    /// Only runs of this agent (`agt_…`).
-    #[param(value_type = Option<String>)]
-    agent_id: Option<AgentId>,
+    /// Only runs of this agent (id `agt_…` or slug).
+    agent_id: Option<String>,
     /// Only runs in this status.
     status: Option<String>,
     /// Only runs of this thread.
@@ -336,7 +193,12 @@ async fn list(
     Query(q): Query<RunListQuery>,
 ) -> Result<JsonResponse<List<RunObject>>> {
     let page = PageQuery { page: q.page, limit: q.limit }.page()?;
-    let filter = RunFilter { agent: q.agent_id, status: q.status, thread: q.thread_id };
+    let agent = match q.agent_id.as_deref().map(AgentRef::parse).transpose()? {
+        Some(AgentRef::Id(id)) => Some(id),
+        Some(slug) => Some(agents::get(&state.db, auth.workspace_id, &slug).await?.id),
+        None => None,
+    };
+    let filter = RunFilter { agent, status: q.status, thread: q.thread_id };
     let runs = runs::list(&state.db, auth.workspace_id, &filter, page).await?;
     let runs =
         runq_shared::db::Paged { items: runs.items.into_iter().map(RunObject::from).collect(), total: runs.total };
@@ -374,13 +236,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Response> {
     let run = runs::get(&state.db, auth.workspace_id, id).await?;
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(|v| {
-        v.trim().parse::<u64>().map_err(|_| Error::invalid("Last-Event-ID", "must be an event seq (a number)"))
-    });
-    let after = match (last_event_id, q.after) {
-        (Some(parsed), _) => parsed?,
-        (None, after) => after.unwrap_or(0),
-    };
+    let after = last_event_id(&headers)?.or(q.after).unwrap_or(0);
     let keys = RunKeys::new(state.broker.prefix(), run.id);
     let subscription = state.hub.subscribe(keys.channel.clone()).await;
     let events = live::sse(RunStream {
@@ -391,8 +247,16 @@ async fn events(
         subscription,
         after,
         cancel_on_disconnect: run.cancel_on_disconnect,
+        framing: live::Framing::UiMessageStream,
     });
     Ok(stream_response(run.id, &run.thread_id, events))
+}
+
+/// The `Last-Event-ID` header: the `seq` a reconnecting client already has.
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(value) = headers.get("last-event-id") else { return Ok(None) };
+    let seq = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+    seq.map(Some).ok_or_else(|| Error::invalid("Last-Event-ID", "must be an event seq (a number)"))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

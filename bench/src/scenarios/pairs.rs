@@ -162,7 +162,8 @@ impl Endpoints {
         if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), fields) {
             body.extend(fields);
         }
-        self.http.post(&self.run).header("x-api-key", &self.admin_key).json(&body)
+        // a JSON client: without `stream: true` the run answers JSON
+        self.http.post(&self.run).header("x-api-key", &self.admin_key).header("accept", "application/json").json(&body)
     }
 }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 
 use crate::db::Paged;
+use crate::db::versions::{self, NewVersion};
 use crate::domain::{AgentRef, Page, Slug};
 use crate::error::ResultExt;
 use crate::id::{AgentId, VersionId, WorkspaceId};
@@ -21,6 +22,10 @@ pub struct Agent {
     pub tags: Vec<String>,
     /// The version runs execute, if any is deployed.
     pub deployed_version_id: Option<VersionId>,
+    /// The deployed version's system prompt.
+    pub system_prompt: Option<String>,
+    /// `active`, or `archived` (reference `002_…`).
+    pub status: String,
     pub archived: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -46,9 +51,11 @@ pub struct AgentPatch {
 macro_rules! select {
     () => {
         "select a.id, a.workspace_id, a.name, a.slug, a.description, a.tags,
-                (select v.id from agent_versions v where v.agent_id = a.id and v.deployed) as deployed_version_id,
+                v.id as deployed_version_id, v.system_prompt,
+                case when a.archived_at is null then 'active' else 'archived' end as status,
                 a.archived_at is not null as archived, a.created_at, a.updated_at
-         from agents a "
+         from agents a
+         left join agent_versions v on v.agent_id = a.id and v.deployed "
     };
 }
 
@@ -56,8 +63,10 @@ fn slug_taken(slug: &Slug) -> Error {
     Error::conflict("agent_slug_taken", format!("An agent with slug {:?} already exists", slug.as_str()))
 }
 
-pub async fn create(db: &PgPool, workspace: WorkspaceId, new: NewAgent) -> Result<Agent> {
+/// Creates an agent, with its first version (deployed when it says so) in the same transaction.
+pub async fn create(db: &PgPool, workspace: WorkspaceId, new: NewAgent, first: Option<NewVersion>) -> Result<Agent> {
     let id = AgentId::new();
+    let mut tx = db.begin().await?;
     sqlx::query("insert into agents (id, workspace_id, name, slug, description, tags) values ($1, $2, $3, $4, $5, $6)")
         .bind(id)
         .bind(workspace)
@@ -65,10 +74,15 @@ pub async fn create(db: &PgPool, workspace: WorkspaceId, new: NewAgent) -> Resul
         .bind(&new.slug)
         .bind(&new.description)
         .bind(&new.tags)
-        .execute(db)
+        .execute(&mut *tx)
         .await
         .on_constraint("agents_workspace_slug_key", || slug_taken(&new.slug))?;
-    by_id(db, id).await?.ok_or_else(Error::agent_not_found)
+    if let Some(version) = first {
+        versions::insert(&mut tx, workspace, id, version).await?;
+    }
+    let agent = by_id(&mut *tx, id).await?.ok_or_else(Error::agent_not_found)?;
+    tx.commit().await?;
+    Ok(agent)
 }
 
 async fn by_id(db: impl PgExecutor<'_>, id: AgentId) -> Result<Option<Agent>> {

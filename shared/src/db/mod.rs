@@ -13,9 +13,11 @@ use crate::config::StoreConfig;
 
 pub mod agents;
 pub mod keys;
+pub mod models;
 pub mod operations;
 pub mod providers;
 pub mod runs;
+pub mod sessions;
 pub mod threads;
 pub mod versions;
 pub mod workspaces;

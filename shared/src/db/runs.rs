@@ -75,6 +75,8 @@ macro_rules! record_columns {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: RunId,
+    pub agent_id: AgentId,
+    pub version_id: VersionId,
     pub thread_id: String,
     pub prelude: Vec<ChatMessage>,
     pub input: Vec<ChatMessage>,
@@ -85,17 +87,17 @@ pub struct NewRun {
     pub timeout_ms: i32,
 }
 
-/// Inserts runs of one agent version, creating the threads they name, in one statement (a
-/// 10,000-item batch is one round trip).
+/// Inserts runs, creating the threads they name, in one statement (a 10,000-item batch is one
+/// round trip).
 pub async fn insert_many(
     db: impl PgExecutor<'_>,
     workspace: WorkspaceId,
-    agent: AgentId,
-    version: VersionId,
     operation: Option<OperationId>,
     runs: &[NewRun],
 ) -> Result<()> {
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
+    let agents: Vec<AgentId> = runs.iter().map(|r| r.agent_id).collect();
+    let versions: Vec<VersionId> = runs.iter().map(|r| r.version_id).collect();
     let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
     let indexes: Vec<Option<i32>> =
         (0..runs.len()).map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX))).collect();
@@ -112,15 +114,16 @@ pub async fn insert_many(
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms)
-         select r.id, $1, $2, $3, $4, r.thread_id, r.item_index, r.prelude, r.input, r.parameters, r.metadata,
-                r.cancel, r.timeout_ms
+         select r.id, $1, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude, r.input,
+                r.parameters, r.metadata, r.cancel, r.timeout_ms
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[])
-              as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms)",
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[])
+              as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
+                   agent_id, version_id)",
     )
     .bind(workspace)
-    .bind(agent)
-    .bind(version)
+    .bind(&agents)
+    .bind(&versions)
     .bind(operation)
     .bind(&ids)
     .bind(&threads)
@@ -171,7 +174,7 @@ const CLAIM: &str = "with claimed as (
                                     where busy.workspace_id = runs.workspace_id and busy.status = 'running') < $4)
          returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at)
      select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
-            coalesce((select jsonb_agg(m.content order by m.id) from messages m
+            coalesce((select jsonb_agg(m.content order by m.run_id, m.id) from messages m
                       where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
             v.parameters as version_parameters, v.model, v.tools, v.max_steps,
             p.kind as provider_kind, p.base_url, p.api_key_sealed
@@ -240,7 +243,10 @@ pub struct Finish {
 /// another worker took it over. Otherwise returns the thread's next queued run, which waited for
 /// this one.
 pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> Result<Option<Option<RunId>>> {
-    let ids: Vec<MessageId> = finish.thread_messages.iter().map(|_| MessageId::new()).collect();
+    // the turn's first message is known by its run's id from admission on (a session lists it
+    // before the run finishes); the rest are numbered now, after it
+    let ids: Vec<MessageId> =
+        (0..finish.thread_messages.len()).map(|i| if i == 0 { MessageId(run.0) } else { MessageId::new() }).collect();
     let roles: Vec<&str> = finish.thread_messages.iter().map(|m| m.role.as_str()).collect();
     let contents: Vec<Json<&ChatMessage>> = finish.thread_messages.iter().map(Json).collect();
     let row: Option<(Option<RunId>,)> = sqlx::query_as(

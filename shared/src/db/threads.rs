@@ -55,7 +55,7 @@ pub async fn messages(db: &PgPool, workspace: WorkspaceId, id: &ThreadId, page: 
     get(db, workspace, id).await?;
     let items = sqlx::query_as(
         "select id, run_id, content, created_at from messages where workspace_id = $1 and thread_id = $2
-         order by id limit $3 offset $4",
+         order by run_id, id limit $3 offset $4",
     )
     .bind(workspace)
     .bind(id.as_str())

@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::db::models::{self, LlmModel, ModelRef};
 use crate::db::{Paged, agents};
 use crate::domain::{AgentRef, Page, PromptMessage, ProviderRef};
 use crate::id::{AgentId, ProviderId, VersionId, WorkspaceId};
@@ -71,7 +72,19 @@ async fn set_deployed(tx: &mut Transaction<'_, Postgres>, agent: AgentId, versio
 pub async fn create(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, new: NewVersion) -> Result<Version> {
     let mut tx = db.begin().await?;
     let agent = lock_agent(&mut tx, workspace, agent).await?;
-    let provider = crate::db::providers::get(&mut *tx, workspace, &new.provider).await?;
+    let version = insert(&mut tx, workspace, agent, new).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// Inserts the agent's next version (deployed when `new.deploy`); the agent row is locked or new.
+pub(crate) async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    workspace: WorkspaceId,
+    agent: AgentId,
+    new: NewVersion,
+) -> Result<Version> {
+    let provider = crate::db::providers::get(&mut **tx, workspace, &new.provider).await?;
     let mut version: Version = sqlx::query_as(
         "insert into agent_versions
              (id, agent_id, workspace_id, number, provider_id, model, system_prompt, messages, parameters, tools, max_steps)
@@ -90,11 +103,66 @@ pub async fn create(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, new: 
     .bind(Json(&new.parameters))
     .bind(&new.tools)
     .bind(new.max_steps)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     if new.deploy {
-        version = set_deployed(&mut tx, agent, version.id).await?;
+        version = set_deployed(tx, agent, version.id).await?;
     }
+    Ok(version)
+}
+
+impl NewVersion {
+    /// A deployed version on `model` with a system prompt and tools, the rest defaults.
+    pub fn on_model(model: &LlmModel, system_prompt: Option<String>, tools: Vec<String>) -> Self {
+        Self {
+            provider: ProviderRef::Id(model.provider_id),
+            model: model.model_id.clone(),
+            system_prompt,
+            messages: Vec::new(),
+            parameters: serde_json::Map::new(),
+            tools,
+            max_steps: DEFAULT_MAX_STEPS,
+            deploy: true,
+        }
+    }
+}
+
+/// Most provider calls per run when a version does not say.
+pub const DEFAULT_MAX_STEPS: i32 = 8;
+
+/// What a revision changes in an agent's deployed version; `None` keeps the field.
+#[derive(Debug, Default)]
+pub struct Revision {
+    pub system_prompt: Option<String>,
+    pub tools: Option<Vec<String>>,
+}
+
+/// Creates and deploys the agent's next version: its deployed version with `revision` applied,
+/// or, when none is deployed, a version on the workspace's default model.
+pub async fn revise(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, revision: Revision) -> Result<Version> {
+    let mut tx = db.begin().await?;
+    let agent = lock_agent(&mut tx, workspace, agent).await?;
+    let deployed: Option<Version> = sqlx::query_as("select * from agent_versions where agent_id = $1 and deployed")
+        .bind(agent)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let new = match deployed {
+        Some(base) => NewVersion {
+            provider: ProviderRef::Id(base.provider_id),
+            model: base.model,
+            system_prompt: revision.system_prompt.or(base.system_prompt),
+            messages: base.messages.0,
+            parameters: base.parameters.0,
+            tools: revision.tools.unwrap_or(base.tools),
+            max_steps: base.max_steps,
+            deploy: true,
+        },
+        None => {
+            let model = models::find(&mut *tx, workspace, &ModelRef::Default).await?;
+            NewVersion::on_model(&model, revision.system_prompt, revision.tools.unwrap_or_default())
+        }
+    };
+    let version = insert(&mut tx, workspace, agent, new).await?;
     tx.commit().await?;
     Ok(version)
 }

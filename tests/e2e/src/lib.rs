@@ -195,7 +195,8 @@ impl TestApp {
     }
 
     pub async fn call_as(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.with_key(method, path, key);
+        // a JSON client: `POST /v1/run` without `stream` answers JSON to it
+        let mut req = self.with_key(method, path, key).header("accept", "application/json");
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -356,10 +357,11 @@ impl Sse {
     }
 }
 
-/// One SSE frame: its `id:` and joined `data:` lines.
+/// One SSE frame: its `id:`, `event:` name and joined `data:` lines.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     pub id: Option<u64>,
+    pub event: Option<String>,
     pub data: String,
 }
 
@@ -367,16 +369,18 @@ pub struct Frame {
 pub fn parse_sse(text: &str) -> Vec<Frame> {
     text.split("\n\n")
         .filter_map(|block| {
-            let mut id = None;
+            let (mut id, mut event) = (None, None);
             let mut data = Vec::new();
             for line in block.lines() {
                 if let Some(v) = line.strip_prefix("id:") {
                     id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
                 } else if let Some(v) = line.strip_prefix("data:") {
                     data.push(v.strip_prefix(' ').unwrap_or(v));
                 }
             }
-            (!data.is_empty()).then(|| Frame { id, data: data.join("\n") })
+            (!data.is_empty()).then(|| Frame { id, event, data: data.join("\n") })
         })
         .collect()
 }

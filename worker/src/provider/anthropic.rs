@@ -87,10 +87,16 @@ pub(crate) fn build_body(request: &ChatRequest) -> Body<'_> {
     let mut messages: Vec<Message<'_>> = Vec::with_capacity(request.messages.len());
     // Anthropic wants all results of one assistant turn in a single user message.
     let mut in_tool_results = false;
+    // Anthropic needs at least one user message: a run of instructions alone (an agent whose
+    // version has only a system prompt, run without input) sends them as the user's turn.
+    let instructions_only = request.messages.iter().all(|m| m.role == Role::System);
 
     for message in &request.messages {
         let is_tool_result = message.role == Role::Tool;
         match message.role {
+            Role::System if instructions_only => {
+                messages.push(Message { role: "user", content: Content::Text(&message.content) })
+            }
             // Anthropic has no system role; instructions go in the top-level `system`.
             Role::System => {
                 system = Some(match system {
@@ -656,6 +662,18 @@ mod tests {
                 }],
             })
         );
+    }
+
+    #[test]
+    fn instructions_alone_are_sent_as_the_user_turn() {
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::system("Greet John and talk about AI.")],
+            ..ChatRequest::default()
+        };
+        let body = serde_json::to_value(build_body(&request)).unwrap();
+        assert_eq!(body.get("system"), None);
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "Greet John and talk about AI."}]));
     }
 
     #[test]

@@ -613,6 +613,7 @@ async fn at_once(cluster: &Cluster, n: usize, key: &str, body: &Value) -> Vec<re
     join_all((0..n).map(|i| {
         cluster
             .request(i % cluster.apis.len(), Method::POST, "/v1/run")
+            .header("accept", "application/json")
             .header("idempotency-key", key)
             .timeout(30 * SECOND)
             .json(body)
@@ -696,6 +697,7 @@ async fn an_idempotency_key_reused_with_another_body_is_409() {
         let res = cluster
             .app(0)
             .with_key(Method::POST, "/v1/run", cluster.admin_key())
+            .header("accept", "application/json")
             .header("idempotency-key", "order-42")
             .json(&body)
             .send()

@@ -8,5 +8,6 @@ mod faults;
 mod management;
 mod ops;
 mod ratelimit;
+mod reference;
 mod runs;
 mod tracing;

@@ -31,7 +31,7 @@ impl Reply {
 }
 
 async fn send(app: &TestApp, key: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
-    let mut req = app.with_key(method, path, key);
+    let mut req = app.with_key(method, path, key).header("accept", "application/json");
     if let Some(body) = body {
         req = req.json(&body);
     }

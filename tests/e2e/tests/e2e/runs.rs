@@ -280,6 +280,7 @@ async fn admission_errors_use_the_envelope_and_record_nothing() {
     let stack = Stack::start().await;
     stack.agent("bot", "openai", json!({"system_prompt": "You help {{company}}."})).await;
     stack.app.call(Method::POST, "/v1/agents", Some(json!({"name": "draft"}))).await;
+    stack.agent("blank", "openai", json!({})).await;
     let other = stack.app.bootstrap_workspace("other").await;
     let (_, foreign) = stack.app.call_as(&other, Method::POST, "/v1/agents", Some(json!({"name": "theirs"}))).await;
 
@@ -295,7 +296,7 @@ async fn admission_errors_use_the_envelope_and_record_nothing() {
             json!({"agent_id": foreign["id"], "prompt": "x"}),
             StatusCode::FORBIDDEN,
             "forbidden",
-            "Agent belongs to another workspace",
+            "Access denied to this agent",
         ),
         (
             json!({"agent_id": "bot", "prompt": "x"}),
@@ -304,16 +305,35 @@ async fn admission_errors_use_the_envelope_and_record_nothing() {
             "Invalid variables.company: the agent's prompt uses this variable but the request did not provide it",
         ),
         (
-            json!({"agent_id": "bot", "variables": {"company": "A"}}),
+            json!({"agent_id": "blank"}),
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "Invalid prompt: a run needs a non-empty prompt, query, input or messages",
+            "Invalid prompt: the agent's deployed version has no prompt or messages, so a run needs a prompt, query, input or messages",
         ),
         (
-            json!({"prompt": "x"}),
+            json!({"agent_id": "bot", "prompt": " "}),
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "Invalid agent_id: missing field `agent_id`",
+            "Invalid prompt: must not be empty",
+        ),
+        (json!({"prompt": "x"}), StatusCode::BAD_REQUEST, "invalid_request", "agent_id is required"),
+        (
+            json!({"agent_id": "ghost", "prompt": "x", "query": "y"}),
+            StatusCode::NOT_FOUND,
+            "agent_not_found",
+            "Agent not found",
+        ),
+        (
+            json!({"agent_id": "bot", "prompt": "x", "variables": {"company": "A"}, "promt": "typo"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid promt: unknown field",
+        ),
+        (
+            json!({"agent_id": "bot", "variables": {"company": "A"}, "batch": [{"query": "ok", "colour": "red"}]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid batch[0].colour: unknown field",
         ),
         (
             json!({"agent_id": "bot", "prompt": "x", "variables": {"company": "A"}, "thread_id": "bad id!"}),
@@ -397,4 +417,85 @@ async fn a_live_stream_parses_with_the_ai_sdk_and_matches_the_stored_output() {
     assert_eq!(result["text"], run["output"], "the SDK's reconstruction equals the stored output");
     let parts = result["message"]["parts"].as_array().unwrap();
     assert!(parts.iter().any(|p| p["type"] == "tool-current_time" && p["state"] == "output-available"), "{result}");
+}
+
+#[tokio::test]
+async fn replaying_a_finished_run_from_its_last_event_or_beyond_ends_at_once() {
+    let stack = Stack::start().await;
+    stack.agent("bot", "openai", json!({})).await;
+    let sse = stack
+        .sse(
+            stack
+                .app
+                .with_key(Method::POST, "/v1/run", stack.app.admin_key())
+                .json(&json!({"agent": "bot", "prompt": "hi"})),
+        )
+        .await;
+    let run = sse.headers["x-run-id"].to_str().unwrap().to_owned();
+    let last = *sse.ids().last().unwrap();
+    for after in [last, last + 100] {
+        let request = stack
+            .app
+            .with_key(Method::GET, &format!("/v1/runs/{run}/events"), stack.app.admin_key())
+            .header("last-event-id", after.to_string())
+            .timeout(std::time::Duration::from_secs(5));
+        let replay = stack.sse(request).await;
+        assert_eq!(replay.frames.len(), 1, "after {after}: {}", replay.text);
+        assert_eq!(replay.frames[0].data, "[DONE]");
+    }
+}
+
+#[tokio::test]
+async fn runs_filter_by_agent_slug_and_an_async_operation_names_its_run_from_the_start() {
+    let stack = Stack::start().await;
+    stack.agent("bot", "openai", json!({})).await;
+    stack.agent("other", "openai", json!({})).await;
+    let (_, first) = stack.run(json!({"agent_id": "bot", "prompt": "one"})).await;
+    stack.run(json!({"agent_id": "other", "prompt": "two"})).await;
+    let (status, runs) = stack.app.call(Method::GET, "/v1/runs?agent_id=bot", None).await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert_eq!(runs["pagination"]["total"], 1);
+    assert_eq!(runs["data"][0]["id"], first["id"]);
+    let (status, missing) = stack.app.call(Method::GET, "/v1/runs?agent_id=ghost", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+
+    let (status, op) = stack.run(json!({"agent_id": "bot", "prompt": "later [[mock delay=200]]", "async": true})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let run_id = op["run_id"].as_str().expect("run_id at once").to_owned();
+    let (_, polled) = stack.app.call(Method::GET, op["check_url"].as_str().unwrap(), None).await;
+    assert_eq!(polled["run_id"], run_id.as_str(), "{polled}");
+    let done = stack.wait_operation(op["operation_id"].as_str().unwrap()).await;
+    assert_eq!(done["result"]["id"], run_id.as_str());
+}
+
+#[tokio::test]
+async fn batch_items_may_each_name_their_agent() {
+    let stack = Stack::start().await;
+    stack.agent("alpha", "openai", json!({"system_prompt": "You are alpha."})).await;
+    stack.agent("beta", "anthropic", json!({})).await;
+    let batch = json!([{"agent_id": "alpha", "query": "Q1"}, {"agent": "beta", "query": "Q2"}, {"query": "Q3"}]);
+    let (status, op) = stack.run(json!({"agent_id": "beta", "batch": batch})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+    stack.wait_operation(op["operation_id"].as_str().unwrap()).await;
+    let (_, results) = stack.app.call(Method::GET, op["results_url"].as_str().unwrap(), None).await;
+    let (_, alpha) = stack.app.call(Method::GET, "/v1/agents/alpha", None).await;
+    let (_, beta) = stack.app.call(Method::GET, "/v1/agents/beta", None).await;
+    let agents: Vec<&Value> = results["data"].as_array().unwrap().iter().map(|r| &r["agent_id"]).collect();
+    assert_eq!(agents, [&alpha["id"], &beta["id"], &beta["id"]]);
+    let outputs: Vec<&Value> = results["data"].as_array().unwrap().iter().map(|r| &r["output"]).collect();
+    assert_eq!(outputs, [&json!("Echo: Q1"), &json!("Echo: Q2"), &json!("Echo: Q3")]);
+
+    // without a top-level agent every item needs its own; an unknown one refuses the whole batch
+    let (status, error) = stack.run(json!({"batch": [{"agent_id": "alpha", "query": "a"}, {"query": "b"}]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error["message"], "batch[1].agent_id is required");
+    let before = stack.app.call(Method::GET, "/v1/runs", None).await.1["pagination"]["total"].clone();
+    let (status, _) =
+        stack.run(json!({"batch": [{"agent_id": "alpha", "query": "a"}, {"agent_id": "ghost", "query": "b"}]})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        stack.app.call(Method::GET, "/v1/runs", None).await.1["pagination"]["total"],
+        before,
+        "nothing recorded"
+    );
 }

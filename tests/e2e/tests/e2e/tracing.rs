@@ -58,6 +58,7 @@ async fn one_trace_spans_the_api_and_the_worker() {
     let res = stack
         .app
         .with_key(Method::POST, "/v1/run", stack.app.admin_key())
+        .header("accept", "application/json")
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
         .json(&json!({"agent_id": "bot", "prompt": "traced"}))
         .send()
