@@ -30,10 +30,12 @@ fmt:
 services:
 	./deploy/local/services.sh
 
-# the AI SDK (npm package `ai`) parses a live stream in one end-to-end test
+# real clients the end-to-end tests drive: the AI SDK (`ai`) and the `openai` npm package, and
+# the `openai` Python package
 js-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error
+	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/e2e/py/requirements.txt
 
 build:
 	$(CARGO) build --bins

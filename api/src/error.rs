@@ -120,21 +120,39 @@ pub struct ErrorDetail {
     pub details: Value,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        if let Self::Internal(e) = &self {
+impl Error {
+    fn message(&self) -> String {
+        if let Self::Internal(e) = self {
             tracing::error!(error = ?e, "request failed");
         }
-        let message = match &self {
+        match self {
             Self::Invalid { field, reason } => format!("Invalid {field}: {reason}"),
             other => other.to_string(),
+        }
+    }
+
+    /// The error as OpenAI's API words it, for the OpenAI-compatible routes:
+    /// `{"error": {"message", "type", "param", "code"}}`.
+    pub fn into_openai_response(self) -> Response {
+        let (kind, code) = match self.status() {
+            StatusCode::UNAUTHORIZED => ("authentication_error", "invalid_api_key"),
+            StatusCode::FORBIDDEN => ("permission_error", self.code()),
+            StatusCode::NOT_FOUND => ("invalid_request_error", "model_not_found"),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", "rate_limit_exceeded"),
+            status if status.is_server_error() => ("server_error", self.code()),
+            _ => ("invalid_request_error", self.code()),
         };
-        let body = ErrorBody {
-            status: "error",
-            message: message.clone(),
-            error: ErrorDetail { code: self.code(), message, details: self.details() },
-        };
-        let mut response = (self.status(), Json(body)).into_response();
+        let body = serde_json::json!({"error": {
+            "message": self.message(),
+            "type": kind,
+            "param": self.details().get("field"),
+            "code": code,
+        }});
+        let response = (self.status(), Json(body)).into_response();
+        self.with_retry_after(response)
+    }
+
+    fn with_retry_after(self, mut response: Response) -> Response {
         let retry_after = match self {
             Self::Unavailable(_) => Some(RETRY_AFTER_UNAVAILABLE),
             Self::RateLimited { retry_after, .. } => Some(retry_after),
@@ -144,6 +162,19 @@ impl IntoResponse for Error {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let message = self.message();
+        let body = ErrorBody {
+            status: "error",
+            message: message.clone(),
+            error: ErrorDetail { code: self.code(), message, details: self.details() },
+        };
+        let response = (self.status(), Json(body)).into_response();
+        self.with_retry_after(response)
     }
 }
 

@@ -23,6 +23,7 @@ use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::error::{Error, Result};
 use crate::state::AppState;
 
 /// Live events buffered per run channel before a slow receiver lags (and replays instead).
@@ -212,6 +213,71 @@ pub enum Framing {
     UiMessageStream,
     /// Reference `002_…`'s session events: named `event:`s with small payloads, same `id:`s.
     Session(SessionFraming),
+    /// OpenAI `chat.completion.chunk`s: unnamed `data:` events, no `id:` lines, no pings (the
+    /// official clients choke on them), then `data: [DONE]`.
+    ChatCompletion(ChatFraming),
+}
+
+/// What the chat completion framing needs to write chunks.
+#[derive(Debug, Clone)]
+pub struct ChatFraming {
+    model: String,
+    created: i64,
+    include_usage: bool,
+    /// `chatcmpl-<run>`, from the `start` part.
+    id: String,
+    usage: Value,
+}
+
+impl ChatFraming {
+    pub fn new(model: String, include_usage: bool) -> Self {
+        let created = chrono::Utc::now().timestamp();
+        Self { model, created, include_usage, id: String::new(), usage: Value::Null }
+    }
+
+    fn chunk(&self, choices: Value) -> SseEvent {
+        let chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "system_fingerprint": null, "choices": choices,
+        });
+        SseEvent::default().data(chunk.to_string())
+    }
+
+    fn delta(&self, delta: Value, finish_reason: Option<&str>) -> SseEvent {
+        self.chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]))
+    }
+
+    fn frame(&mut self, part: &Value) -> Option<SseEvent> {
+        Some(match part["type"].as_str()? {
+            "start" => {
+                let run = part["messageMetadata"]["runId"].as_str().unwrap_or_default();
+                self.id = format!("chatcmpl-{}", run.trim_start_matches("run_"));
+                self.delta(json!({"role": "assistant", "content": ""}), None)
+            }
+            "text-delta" => self.delta(json!({"content": part["delta"]}), None),
+            "finish" => {
+                self.usage = part["messageMetadata"]["usage"].clone();
+                self.delta(json!({}), Some("stop"))
+            }
+            "error" | "abort" => {
+                let message = part["errorText"].as_str().unwrap_or("the run was cancelled");
+                let error = json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}});
+                SseEvent::default().data(error.to_string())
+            }
+            _ => return None,
+        })
+    }
+
+    /// The usage chunk OpenAI sends last when `stream_options.include_usage` is set.
+    fn usage_chunk(&self) -> Option<SseEvent> {
+        let (input, output) = (self.usage["input_tokens"].as_u64()?, self.usage["output_tokens"].as_u64()?);
+        let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
+        let chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "system_fingerprint": null, "choices": [], "usage": usage,
+        });
+        self.include_usage.then(|| SseEvent::default().data(chunk.to_string()))
+    }
 }
 
 /// What the session framing remembers between events of one run.
@@ -229,17 +295,33 @@ pub struct SessionFraming {
 impl Framing {
     /// The frames of one event: at most one, since every frame carries the event's `seq`.
     fn frame(&mut self, event: &Event) -> Option<SseEvent> {
-        let Self::Session(session) = self else {
+        if let Self::UiMessageStream = self {
             return Some(SseEvent::default().id(event.seq.to_string()).data(&event.data));
-        };
+        }
         let part: Value = serde_json::from_str(&event.data).ok()?;
-        let (name, data) = session.name(&part)?;
-        Some(SseEvent::default().id(event.seq.to_string()).event(name).data(data.to_string()))
+        match self {
+            Self::Session(session) => {
+                let (name, data) = session.name(&part)?;
+                Some(SseEvent::default().id(event.seq.to_string()).event(name).data(data.to_string()))
+            }
+            Self::ChatCompletion(chat) => chat.frame(&part),
+            Self::UiMessageStream => None,
+        }
     }
 
     /// What follows the terminal event.
-    fn done(&self) -> Option<SseEvent> {
-        matches!(self, Self::UiMessageStream).then(|| SseEvent::default().data("[DONE]"))
+    fn done(&self) -> Vec<SseEvent> {
+        let done = || SseEvent::default().data("[DONE]");
+        match self {
+            Self::UiMessageStream => vec![done()],
+            Self::Session(_) => Vec::new(),
+            Self::ChatCompletion(chat) => chat.usage_chunk().into_iter().chain([done()]).collect(),
+        }
+    }
+
+    /// Whether the stream carries `: ping` comments while idle.
+    fn pings(&self) -> bool {
+        !matches!(self, Self::ChatCompletion(_))
     }
 }
 
@@ -285,7 +367,8 @@ impl SessionFraming {
 
 /// The SSE response for a run: replay, then live, then `[DONE]`; `: ping` every 15 s.
 pub fn sse(stream: RunStream) -> Response {
-    respond(|tx| async move { pump(stream, &tx).await })
+    let pings = stream.framing.pings();
+    respond(pings, |tx| async move { pump(stream, &tx).await })
 }
 
 /// A session's events (reference `002_…`): the run `run`, else the session's latest, else the
@@ -297,7 +380,7 @@ pub fn session_sse(
     run: Option<RunId>,
     after: u64,
 ) -> Response {
-    respond(move |tx| async move {
+    respond(true, move |tx| async move {
         let run = match run {
             Some(run) => run,
             None => loop {
@@ -324,8 +407,9 @@ pub fn session_sse(
 /// How often a session's event stream looks for its first run.
 const SESSION_POLL: Duration = Duration::from_millis(200);
 
-/// Streams what `produce` sends, with keep-alive pings; a failure ends the stream with an error.
-fn respond<F, Fut>(produce: F) -> Response
+/// Streams what `produce` sends, with keep-alive pings if asked; a failure ends the stream with
+/// an error.
+fn respond<F, Fut>(pings: bool, produce: F) -> Response
 where
     F: FnOnce(Tx) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -341,9 +425,12 @@ where
                 .await;
         }
     });
-    Sse::new(ReceiverStream::new(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping"))
-        .into_response()
+    let sse = Sse::new(ReceiverStream::new(rx));
+    if pings {
+        sse.keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response()
+    } else {
+        sse.into_response()
+    }
 }
 
 type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
@@ -366,8 +453,8 @@ async fn deliver(
             }
         }
         if terminal {
-            if let Some(done) = framing.done() {
-                tx.send(Ok(done)).await.map_err(|_| ())?;
+            for frame in framing.done() {
+                tx.send(Ok(frame)).await.map_err(|_| ())?;
             }
             return Ok(true);
         }
@@ -375,17 +462,27 @@ async fn deliver(
     Ok(false)
 }
 
-/// Catches up from the Redis log, or from Postgres once Redis has forgotten a finished run.
-async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Result<Option<bool>> {
-    let replayed = events::replay(&mut stream.state.broker.conn.clone(), &stream.keys, *last).await?;
+/// The run's events after `after`: from the Redis log, or from Postgres once Redis has forgotten
+/// a finished run (then the whole stored log: callers skip what they have).
+pub async fn logged(state: &AppState, workspace: WorkspaceId, run: RunId, after: u64) -> Result<Vec<Event>> {
+    let keys = RunKeys::new(state.broker.prefix(), run);
+    let replayed = events::replay(&mut state.broker.conn.clone(), &keys, after).await?;
     if !replayed.is_empty() {
-        return Ok(deliver(tx, &mut stream.framing, last, replayed).await.ok());
+        return Ok(replayed);
     }
-    if let Some(stored) = runs::stored_events(&stream.state.db, stream.workspace, stream.run).await? {
-        let stored: Vec<Event> = serde_json::from_value(stored)?;
-        return Ok(deliver(tx, &mut stream.framing, last, stored).await.ok());
+    match runs::stored_events(&state.db, workspace, run).await? {
+        Some(stored) => serde_json::from_value(stored).map_err(|e| Error::Internal(e.into())),
+        None => Ok(Vec::new()),
     }
-    Ok(Some(false))
+}
+
+/// Catches up from the run's log.
+async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Result<Option<bool>> {
+    let logged = logged(&stream.state, stream.workspace, stream.run, *last).await?;
+    if logged.is_empty() {
+        return Ok(Some(false));
+    }
+    Ok(deliver(tx, &mut stream.framing, last, logged).await.ok())
 }
 
 async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
+use crate::live::Framing;
 use crate::state::Limits;
 use crate::submit::Mode;
 
@@ -179,13 +180,15 @@ pub struct Plan {
     pub defaults: TurnFields,
     pub options: RunOptions,
     pub mode: Mode,
+    /// How a streamed answer is written.
+    pub framing: Framing,
 }
 
 impl Plan {
     /// A plan of one run of `agent`.
     pub fn one(agent: AgentRef, turn: TurnFields, options: RunOptions, mode: Mode) -> Self {
         let draft = Draft { agent, field: String::new(), turn };
-        Self { drafts: vec![draft], defaults: TurnFields::default(), options, mode }
+        Self { drafts: vec![draft], defaults: TurnFields::default(), options, mode, framing: Framing::UiMessageStream }
     }
 
     /// Many runs of `agent` (seed 001's `{batch: [...]}` on an agent's route).
@@ -195,7 +198,7 @@ impl Plan {
             .enumerate()
             .map(|(i, turn)| Draft { agent: agent.clone(), field: format!("batch[{i}]."), turn })
             .collect();
-        Self { drafts, defaults, options, mode: Mode::Batch }
+        Self { drafts, defaults, options, mode: Mode::Batch, framing: Framing::UiMessageStream }
     }
 }
 
@@ -298,7 +301,7 @@ impl RunRequest {
                 Ok(Draft { agent, field, turn: item.turn })
             })
             .collect::<Result<_>>()?;
-        Ok(Plan { drafts, defaults: turn, options, mode: Mode::Batch })
+        Ok(Plan { drafts, defaults: turn, options, mode: Mode::Batch, framing: Framing::UiMessageStream })
     }
 }
 
@@ -322,7 +325,7 @@ pub fn wants_stream(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `Accept` names JSON and not SSE.
-fn accepts_json_only(headers: &HeaderMap) -> bool {
+pub fn accepts_json_only(headers: &HeaderMap) -> bool {
     accept(headers).contains("application/json") && !wants_stream(headers)
 }
 

@@ -17,7 +17,7 @@ use runq_shared::id::{OperationId, RunId, WorkspaceId};
 use runq_shared::queue::{self, Job};
 
 use crate::error::{Error, Result};
-use crate::live::{self, RunStream, Subscription};
+use crate::live::{self, Framing, RunStream, Subscription};
 use crate::request::Plan;
 use crate::state::AppState;
 
@@ -83,7 +83,7 @@ pub async fn submit(
     plan: Plan,
     idempotency: Option<Idempotency>,
 ) -> Result<Delivery> {
-    let mode = plan.mode;
+    let (mode, framing) = (plan.mode, plan.framing.clone());
     let (runs, cap) = admit(state, workspace, plan).await?;
     let collect = match mode {
         Mode::Stream | Mode::Sync | Mode::Detached => Collect::Direct,
@@ -103,7 +103,9 @@ pub async fn submit(
     };
     let (runs, operation) = match recorded {
         Admitted::New { runs, operation } => (runs, operation),
-        Admitted::Existing { run, operation } => return deliver_existing(state, workspace, mode, run, operation).await,
+        Admitted::Existing { run, operation } => {
+            return deliver_existing(state, workspace, mode, framing, run, operation).await;
+        }
     };
     let jobs = admission::jobs(workspace, cap, &runs);
     if let Some(operation) = operation {
@@ -123,7 +125,16 @@ pub async fn submit(
         None => subscribe(state, run.id).await,
     };
     push(state, &jobs, None).await?;
-    deliver(state, workspace, mode, run.id, &run.thread_id, run.cancel_on_disconnect, subscription).await
+    let listener = Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription };
+    deliver(state, workspace, run.id, &run.thread_id, listener).await
+}
+
+/// A caller waiting for its run: how it collects the answer, and its subscription.
+struct Listener {
+    mode: Mode,
+    framing: Framing,
+    cancel_on_disconnect: bool,
+    subscription: Subscription,
 }
 
 async fn subscribe(state: &AppState, run: RunId) -> Subscription {
@@ -133,26 +144,24 @@ async fn subscribe(state: &AppState, run: RunId) -> Subscription {
 async fn deliver(
     state: &AppState,
     workspace: WorkspaceId,
-    mode: Mode,
     run: RunId,
     thread: &str,
-    cancel_on_disconnect: bool,
-    mut subscription: Subscription,
+    mut listener: Listener,
 ) -> Result<Delivery> {
-    if mode == Mode::Stream {
+    if listener.mode == Mode::Stream {
         let events = live::sse(RunStream {
             state: state.clone(),
             workspace,
             run,
             keys: RunKeys::new(state.broker.prefix(), run),
-            subscription,
+            subscription: listener.subscription,
             after: 0,
-            cancel_on_disconnect,
-            framing: live::Framing::UiMessageStream,
+            cancel_on_disconnect: listener.cancel_on_disconnect,
+            framing: listener.framing,
         });
         return Ok(Delivery::Stream { run, thread: thread.to_owned(), events });
     }
-    if live::wait_terminal(&mut subscription, state.limits.sync_timeout, &state.db, workspace, run).await {
+    if live::wait_terminal(&mut listener.subscription, state.limits.sync_timeout, &state.db, workspace, run).await {
         return Ok(Delivery::Done(Box::new(runs::get(&state.db, workspace, run).await?)));
     }
     let operation = operations::for_run(&state.db, workspace, run).await?;
@@ -164,6 +173,7 @@ async fn deliver_existing(
     state: &AppState,
     workspace: WorkspaceId,
     mode: Mode,
+    framing: Framing,
     run: Option<RunId>,
     operation: Option<OperationId>,
 ) -> Result<Delivery> {
@@ -182,7 +192,8 @@ async fn deliver_existing(
     if mode == Mode::Sync && record.is_terminal() {
         return Ok(Delivery::Done(Box::new(record)));
     }
-    deliver(state, workspace, mode, run, &record.thread_id, false, subscription).await
+    let listener = Listener { mode, framing, cancel_on_disconnect: false, subscription };
+    deliver(state, workspace, run, &record.thread_id, listener).await
 }
 
 /// Pushes jobs. When Redis cannot take them, the runs just recorded are removed again and the

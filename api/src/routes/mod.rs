@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub mod agents;
+pub mod gateway;
 pub mod health;
 pub mod invoke;
 pub mod keys;
@@ -70,6 +71,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(workspaces::router())
         .merge(sessions::router())
         .merge(platform::router())
+        .merge(gateway::router())
         .split_for_parts();
 
     // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`

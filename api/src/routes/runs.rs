@@ -21,7 +21,7 @@ use super::{List, PageQuery};
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::{Caller, HashedJson, Path, Query};
 use crate::live::{self, RunStream};
-use crate::request::{RunRequest, RunRoute};
+use crate::request::{RunRequest, RunRoute, accepts_json_only};
 use crate::state::AppState;
 use crate::submit::{self, Delivery};
 
@@ -221,13 +221,52 @@ async fn get(
 pub struct EventsQuery {
     /// Resume after this `seq` (same as the `Last-Event-ID` header).
     after: Option<u64>,
+    /// With `Accept: application/json`: most events in one page (1-1000, default 100).
+    limit: Option<usize>,
+}
+
+/// One event of a run, for clients that poll (`Accept: application/json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventItem {
+    pub seq: u64,
+    /// The part's `type` (`text-delta`, `tool-input-available`, `finish`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The UI message stream part.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+/// A page of a run's events; poll again with `?after=next_after`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    pub data: Vec<EventItem>,
+    pub next_after: u64,
+}
+
+impl EventPage {
+    fn new(events: Vec<runq_shared::events::Event>, after: u64, limit: usize) -> Self {
+        let data: Vec<EventItem> = events
+            .into_iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .map(|e| {
+                let data: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+                EventItem { seq: e.seq, kind: data["type"].as_str().unwrap_or_default().to_owned(), data }
+            })
+            .collect();
+        let next_after = data.last().map_or(after, |e| e.seq);
+        Self { data, next_after }
+    }
 }
 
 /// The run's event stream (SSE), live or long finished, resumable with `Last-Event-ID` or
-/// `?after=`.
+/// `?after=`. With `Accept: application/json`, a page of the events logged so far instead
+/// (`{data: [{seq, type, data}], next_after}`), for clients that poll.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", security(("api_key" = [])),
     params(("id" = String, Path, description = "`run_…`"), EventsQuery),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "text/event-stream, or a page of events", body = EventPage),
+        (status = 404, body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,
     Caller(auth): Caller,
@@ -237,6 +276,14 @@ async fn events(
 ) -> Result<Response> {
     let run = runs::get(&state.db, auth.workspace_id, id).await?;
     let after = last_event_id(&headers)?.or(q.after).unwrap_or(0);
+    if accepts_json_only(&headers) {
+        let limit = q.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "must be between 1 and 1000"));
+        }
+        let logged = live::logged(&state, auth.workspace_id, run.id, after).await?;
+        return Ok(JsonResponse(EventPage::new(logged, after, limit)).into_response());
+    }
     let keys = RunKeys::new(state.broker.prefix(), run.id);
     let subscription = state.hub.subscribe(keys.channel.clone()).await;
     let events = live::sse(RunStream {

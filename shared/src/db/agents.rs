@@ -130,6 +130,17 @@ pub async fn list(db: &PgPool, workspace: WorkspaceId, page: Page, include_archi
     Ok(Paged { items, total })
 }
 
+/// The workspace's agents that can run: not archived, with a deployed version.
+pub async fn deployed(db: &PgPool, workspace: WorkspaceId) -> Result<Vec<Agent>> {
+    Ok(sqlx::query_as(concat!(
+        select!(),
+        "where a.workspace_id = $1 and a.archived_at is null and v.id is not null order by a.created_at, a.id"
+    ))
+    .bind(workspace)
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn update(db: &PgPool, workspace: WorkspaceId, agent: &AgentRef, patch: AgentPatch) -> Result<Agent> {
     let current = get(db, workspace, agent).await?;
     let slug = patch.slug.clone();

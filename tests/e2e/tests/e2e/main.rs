@@ -5,6 +5,7 @@ mod auth;
 mod errors;
 mod fairness;
 mod faults;
+mod gateway;
 mod management;
 mod ops;
 mod ratelimit;
