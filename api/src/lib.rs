@@ -10,6 +10,7 @@
 //! - [`auth`] — key authentication with a short-lived cache.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
+//! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod observe;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
@@ -107,6 +109,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
             run_timeout_ms: config.run_timeout_ms,
         },
         shutdown: CancellationToken::new(),
+        metrics: Arc::new(observe::Metrics::install()),
     })
 }
 

@@ -207,6 +207,8 @@ pub struct RunStream {
 pub fn sse(stream: RunStream) -> Response {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        // the pump ends when the stream does: the run ended, the client left, or shutdown
+        let _open = runq_shared::metrics::GaugeGuard::new(runq_shared::metrics::SSE_STREAMS_OPEN);
         if let Err(e) = pump(stream, &tx).await {
             tracing::warn!(error = %e, "event stream ended early");
             let _ = tx

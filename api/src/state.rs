@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthCache;
 use crate::live::Hub;
+use crate::observe::Metrics;
 
 /// Cheap to clone: handles and `Arc`s.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Cancelled when the process shuts down: open streams close so clients reconnect elsewhere.
     pub shutdown: CancellationToken,
+    /// The Prometheus exposition behind `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Request limits from the settings.

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`id`] — prefixed wire ids (`run_…`, `agt_…`) over UUIDv7.
+//! - [`metrics`] — Prometheus metric names, buckets and the recorder `/metrics` renders.
 //! - [`admission`] — from a run request to recorded runs: resolve, render, record.
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
 //! - [`cancel`] — stopping a run (queued ones at once, running ones through their worker) and closing
@@ -34,6 +35,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod id;
+pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
 pub mod render;

@@ -44,6 +44,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "RUNQ_WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Serve `GET /metrics` (Prometheus) on this address (`host:port`; port 0 picks a free port,
+    /// which is logged). Off when unset.
+    #[arg(long, env = "RUNQ_WORKER_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+
     #[command(flatten)]
     pub store: StoreConfig,
 

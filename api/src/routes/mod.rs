@@ -25,6 +25,7 @@ pub mod agents;
 pub mod health;
 pub mod invoke;
 pub mod keys;
+pub mod metrics;
 pub mod operations;
 pub mod providers;
 pub mod runs;
@@ -66,6 +67,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(threads::router())
         .merge(invoke::router())
         .merge(workspaces::router())
+        .merge(metrics::router())
         .split_for_parts();
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
@@ -74,6 +76,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(crate::ratelimit::headers))
         .layer(CatchPanicLayer::custom(|_| panicked()))
+        // inside the request span (its log line carries the span) and outside the panic
+        // catcher (a panic is a 500 like any other)
+        .layer(axum::middleware::from_fn(crate::observe::requests))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -6,6 +6,7 @@ mod errors;
 mod fairness;
 mod faults;
 mod management;
+mod metrics;
 mod ops;
 mod ratelimit;
 mod runs;
