@@ -25,7 +25,8 @@ fmt:
 services:
 	./deploy/local/services.sh
 
-# the AI SDK (npm package `ai`) parses a live stream in one end-to-end test
+# the AI SDK (npm package `ai`) parses a live stream in one end-to-end test; the Standard
+# Webhooks library (npm package `standardwebhooks`) verifies webhook signatures in others
 js-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error

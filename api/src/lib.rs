@@ -11,6 +11,7 @@
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
+//! - [`webhook`] — checking a webhook URL against the outbound address rules.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
@@ -38,6 +39,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod submit;
+pub mod webhook;
 
 use crate::config::ApiConfig;
 use crate::state::AppState;
@@ -110,6 +112,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
         },
         shutdown: CancellationToken::new(),
         metrics: Arc::new(observe::Metrics::install()),
+        outbound: config.outbound,
     })
 }
 

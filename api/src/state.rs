@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runq_shared::broker::Broker;
+use runq_shared::config::OutboundConfig;
 use runq_shared::crypto::MasterKey;
 use runq_shared::ratelimit::Limiter;
 use sqlx::PgPool;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The Prometheus exposition behind `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Whether webhook URLs may point at private addresses.
+    pub outbound: OutboundConfig,
 }
 
 /// Request limits from the settings.

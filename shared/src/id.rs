@@ -104,6 +104,12 @@ ids! {
     OperationId => "op_",
     /// A stored thread message.
     MessageId => "msg_",
+    /// A webhook endpoint of a workspace.
+    WebhookId => "whk_",
+    /// One event's delivery to one webhook target.
+    DeliveryId => "dlv_",
+    /// A webhook event (the `webhook-id` header), the same across retries.
+    EventId => "evt_",
 }
 
 #[cfg(test)]

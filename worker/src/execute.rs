@@ -37,6 +37,8 @@ pub struct Ctx {
     pub lease: Duration,
     pub retry: RetryPolicy,
     pub registry: Arc<Registry>,
+    /// Woken when a run ends, so its webhook goes out without waiting for the next poll.
+    pub webhooks_due: Arc<tokio::sync::Notify>,
 }
 
 /// How failed provider calls are retried within an attempt.
@@ -423,6 +425,7 @@ impl<'a> Execution<'a> {
         };
         m::run_finished(status);
         metrics::histogram!(m::RUN_DURATION).record(self.started.elapsed().as_secs_f64());
+        self.ctx.webhooks_due.notify_one();
         self.emitter.announce(&terminal).await?;
         self.start_successors(next_on_thread).await?;
         tracing::info!(status, "run finished");

@@ -3,8 +3,8 @@
 //! A worker takes jobs round-robin across workspaces and blocks while none are queued (waking the
 //! moment one is pushed), claims each
 //! run in Postgres, streams the provider, runs tool steps, publishes every event, and records
-//! the outcome. Beside the consumer it renews its leases, reconciles lost work, and (when
-//! `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
+//! the outcome. Beside the consumer it renews its leases, reconciles lost work, sends webhook
+//! deliveries, and (when `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
 //!
 //! # Layout
 //! - [`config`] — settings (flags and environment).
@@ -14,6 +14,7 @@
 //! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
 //! - [`tools`] — the built-in tools.
 //! - [`reconcile`] — lease renewal and the reconciler.
+//! - [`webhooks`] — sending webhook deliveries, with retries.
 //! - [`observe`] — this worker's `GET /metrics`.
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub mod observe;
 pub mod provider;
 pub mod reconcile;
 pub mod tools;
+pub mod webhooks;
 
 use crate::config::WorkerConfig;
 use crate::execute::Ctx;
@@ -55,6 +57,7 @@ pub struct Worker {
     requeue_after: Duration,
     redis_client: redis::Client,
     shutdown_grace: Duration,
+    webhooks: webhooks::Settings,
     metrics: Option<observe::Server>,
 }
 
@@ -88,10 +91,18 @@ impl Worker {
                     base: Duration::from_millis(config.retry_base_ms),
                 },
                 registry: Arc::default(),
+                webhooks_due: Arc::default(),
             }),
             redis_client: redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             queue_conn,
+            webhooks: webhooks::Settings {
+                schedule: runq_shared::webhooks::Schedule {
+                    base: Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+                },
+                allow_private_targets: config.outbound.allow_private_targets,
+                poll: config.reconcile_interval().min(Duration::from_secs(1)),
+            },
             metrics: match &config.metrics_bind {
                 Some(bind) => Some(observe::Server::bind(bind).await.with_context(|| format!("binding {bind}"))?),
                 None => None,
@@ -127,6 +138,7 @@ impl Worker {
             self.ctx.registry.clone(),
             background.clone(),
         ));
+        tokio::spawn(webhooks::deliver(self.ctx.clone(), self.webhooks, background.clone()));
         if let Some(server) = self.metrics.take() {
             tokio::spawn(server.run(self.ctx.registry.clone(), self.concurrency, background.clone()));
         }

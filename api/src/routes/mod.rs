@@ -31,6 +31,7 @@ pub mod providers;
 pub mod runs;
 pub mod threads;
 pub mod tools;
+pub mod webhooks;
 pub mod workspaces;
 
 #[derive(OpenApi)]
@@ -68,6 +69,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(invoke::router())
         .merge(workspaces::router())
         .merge(metrics::router())
+        .merge(webhooks::router())
         .split_for_parts();
 
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))

@@ -99,6 +99,9 @@ pub struct RunRequest {
     /// Cancel the run when a streaming client disconnects (default: the run goes on).
     #[serde(default)]
     pub cancel_on_disconnect: bool,
+    /// Post the run's end here (every run of a batch), signed with the workspace's default
+    /// secret (`POST /v1/webhooks/secret`).
+    pub webhook: Option<String>,
 }
 
 impl TurnFields {
@@ -150,6 +153,7 @@ impl TurnFields {
             metadata,
             cancel_on_disconnect: options.cancel_on_disconnect,
             timeout_ms,
+            webhook_url: None,
         })
     }
 }
@@ -298,7 +302,12 @@ async fn run(
         return Err(Error::invalid("batch", format!("at most {} items", state.limits.max_batch)));
     }
     let idempotency = submit::idempotency(&headers, hash)?;
-    let (agent, inputs, mode) = plan(body, &headers, &state.limits)?;
+    let webhook = match body.webhook.as_deref() {
+        Some(url) => Some(crate::webhook::check_url(&state, "webhook", url).await?),
+        None => None,
+    };
+    let (agent, mut inputs, mode) = plan(body, &headers, &state.limits)?;
+    inputs.iter_mut().for_each(|input| input.webhook_url.clone_from(&webhook));
     Ok(respond(submit::submit(&state, auth.workspace_id, &agent, inputs, mode, idempotency).await?))
 }
 

@@ -18,6 +18,7 @@ pub mod providers;
 pub mod runs;
 pub mod threads;
 pub mod versions;
+pub mod webhooks;
 pub mod workspaces;
 
 /// The migrations in `migrations/`, embedded in the binaries and applied at start-up.

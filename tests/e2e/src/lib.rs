@@ -89,6 +89,8 @@ impl Env {
             .env("RUNQ_DB_MAX_CONNECTIONS", "4")
             .env("RUNQ_LOG_FORMAT", "text")
             .env("RUST_LOG", "info")
+            // webhook receivers of the tests listen on 127.0.0.1
+            .env("RUNQ_ALLOW_PRIVATE_TARGETS", "true")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(self.extra.iter().map(|(k, v)| (k, v)));
     }

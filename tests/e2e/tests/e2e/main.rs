@@ -11,3 +11,4 @@ mod ops;
 mod ratelimit;
 mod runs;
 mod tracing;
+mod webhooks;
