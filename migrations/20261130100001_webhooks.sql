@@ -1,7 +1,8 @@
 -- Signed completion webhooks (Standard Webhooks). A delivery is recorded by a trigger in the same
 -- transaction as the run's status change that causes it, whichever code path changes the status
 -- (a worker finishing, a cancel of a queued run, the reconciler ending a lost run), so a crash
--- between the change and the send loses nothing. Workers send pending deliveries.
+-- between the change and the send loses nothing. Workers send pending deliveries. Ids made here are
+-- random (v4): Postgres 15 has no uuidv7(), and these only need to be unique.
 
 -- endpoints a workspace registered: POST /v1/webhooks
 create table webhook_endpoints (
