@@ -53,8 +53,7 @@ pub async fn requests(mut request: Request, next: Next) -> Response {
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "status" => status.to_string()).increment(1);
-    metrics::histogram!(m::HTTP_REQUEST_DURATION, "route" => route.clone()).record(elapsed.as_secs_f64());
+    m::http_request(&route, status, elapsed);
     let workspace_id = workspace.0.get().map(ToString::to_string);
     tracing::info!(
         method = %method,

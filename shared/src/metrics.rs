@@ -107,6 +107,12 @@ fn describe() {
     describe_counter!(WEBHOOK_DELIVERIES_TOTAL, "Webhook delivery attempts, by outcome");
 }
 
+/// Counts an HTTP response of `route` (a template) and its time to the response head.
+pub fn http_request(route: &str, status: u16, elapsed: Duration) {
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.to_owned()).record(elapsed.as_secs_f64());
+}
+
 /// Counts a run that reached `status`.
 pub fn run_finished(status: &str) {
     metrics::counter!(RUNS_TOTAL, "status" => status.to_owned()).increment(1);
