@@ -30,8 +30,8 @@ fmt:
 services:
 	./deploy/local/services.sh
 
-# real clients the end-to-end tests drive: the AI SDK (`ai`) and the `openai` npm package, and
-# the `openai` Python package
+# real clients the end-to-end tests drive: the AI SDK (`ai`), the `openai` npm and Python
+# packages, and the Standard Webhooks library (npm `standardwebhooks`) verifying webhook signatures
 js-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error

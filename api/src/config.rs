@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use runq_shared::config::{Secret, StoreConfig, TelemetryConfig};
+use runq_shared::config::{OutboundConfig, Secret, StoreConfig, TelemetryConfig};
 use runq_shared::ratelimit::PlanLimits;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +55,9 @@ pub struct ApiConfig {
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+
+    #[command(flatten)]
+    pub outbound: OutboundConfig,
 }
 
 impl ApiConfig {

@@ -140,6 +140,9 @@ impl FromRequestParts<AppState> for Caller {
         let presented = presented_key(&parts.headers).ok_or(Error::Unauthorized("API key is required"))?;
         let auth = state.auth.authenticate(&state.db, presented).await?;
         tracing::Span::current().record("workspace_id", tracing::field::display(auth.workspace_id));
+        if let Some(slot) = parts.extensions.get::<crate::observe::WorkspaceSlot>() {
+            slot.set(auth.workspace_id);
+        }
         crate::ratelimit::admit(state, parts, &auth).await?;
         parts.extensions.insert(auth.clone());
         Ok(Self(auth))

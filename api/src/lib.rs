@@ -10,6 +10,8 @@
 //! - [`auth`] — key authentication with a short-lived cache.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
+//! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
+//! - [`webhook`] — checking a webhook URL against the outbound address rules.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`request`] — run request bodies and their conversion into run inputs.
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
@@ -33,11 +35,13 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod live;
+pub mod observe;
 pub mod ratelimit;
 pub mod request;
 pub mod routes;
 pub mod state;
 pub mod submit;
+pub mod webhook;
 
 use crate::config::ApiConfig;
 use crate::state::AppState;
@@ -109,6 +113,8 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
             run_timeout_ms: config.run_timeout_ms,
         },
         shutdown: CancellationToken::new(),
+        metrics: Arc::new(observe::Metrics::install()),
+        outbound: config.outbound,
     })
 }
 

@@ -417,6 +417,8 @@ where
     let (tx, rx) = mpsc::channel(16);
     let fut = produce(tx.clone());
     tokio::spawn(async move {
+        // the stream is open until its pump ends: the run ended, the client left, or shutdown
+        let _open = runq_shared::metrics::GaugeGuard::new(runq_shared::metrics::SSE_STREAMS_OPEN);
         if let Err(e) = fut.await {
             tracing::warn!(error = %e, "event stream ended early");
             let _ = tx

@@ -120,6 +120,7 @@ impl TurnFields {
             metadata,
             cancel_on_disconnect: options.cancel_on_disconnect,
             timeout_ms,
+            webhook_url: None,
         })
     }
 }
@@ -182,13 +183,22 @@ pub struct Plan {
     pub mode: Mode,
     /// How a streamed answer is written.
     pub framing: Framing,
+    /// The checked `webhook` URL every run of the request posts its end to.
+    pub webhook_url: Option<String>,
 }
 
 impl Plan {
     /// A plan of one run of `agent`.
     pub fn one(agent: AgentRef, turn: TurnFields, options: RunOptions, mode: Mode) -> Self {
         let draft = Draft { agent, field: String::new(), turn };
-        Self { drafts: vec![draft], defaults: TurnFields::default(), options, mode, framing: Framing::UiMessageStream }
+        Self {
+            drafts: vec![draft],
+            defaults: TurnFields::default(),
+            options,
+            mode,
+            framing: Framing::UiMessageStream,
+            webhook_url: None,
+        }
     }
 
     /// Many runs of `agent` (seed 001's `{batch: [...]}` on an agent's route).
@@ -198,7 +208,7 @@ impl Plan {
             .enumerate()
             .map(|(i, turn)| Draft { agent: agent.clone(), field: format!("batch[{i}]."), turn })
             .collect();
-        Self { drafts, defaults, options, mode: Mode::Batch, framing: Framing::UiMessageStream }
+        Self { drafts, defaults, options, mode: Mode::Batch, framing: Framing::UiMessageStream, webhook_url: None }
     }
 }
 
@@ -222,6 +232,9 @@ pub struct RunRequest {
     /// Cancel the run when a streaming client disconnects (default: the run goes on).
     #[serde(default)]
     pub cancel_on_disconnect: bool,
+    /// Post the run's end here (every run of a batch), signed with the workspace's default
+    /// secret (`POST /v1/webhooks/secret`).
+    pub webhook: Option<String>,
     /// AI SDK chat transport: the chat's id, which names the thread.
     pub id: Option<String>,
     /// AI SDK chat transport: `submit-message` or `regenerate-message`.
@@ -301,7 +314,14 @@ impl RunRequest {
                 Ok(Draft { agent, field, turn: item.turn })
             })
             .collect::<Result<_>>()?;
-        Ok(Plan { drafts, defaults: turn, options, mode: Mode::Batch, framing: Framing::UiMessageStream })
+        Ok(Plan {
+            drafts,
+            defaults: turn,
+            options,
+            mode: Mode::Batch,
+            framing: Framing::UiMessageStream,
+            webhook_url: None,
+        })
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runq_shared::broker::Broker;
+use runq_shared::config::OutboundConfig;
 use runq_shared::crypto::MasterKey;
 use runq_shared::ratelimit::Limiter;
 use sqlx::PgPool;
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthCache;
 use crate::live::Hub;
+use crate::observe::Metrics;
 
 /// Cheap to clone: handles and `Arc`s.
 #[derive(Clone)]
@@ -25,6 +27,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Cancelled when the process shuts down: open streams close so clients reconnect elsewhere.
     pub shutdown: CancellationToken,
+    /// The Prometheus exposition behind `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Whether webhook URLs may point at private addresses.
+    pub outbound: OutboundConfig,
 }
 
 /// Request limits from the settings.

@@ -63,7 +63,8 @@ async fn admit(state: &AppState, workspace: WorkspaceId, plan: Plan) -> Result<(
         .into_iter()
         .map(|draft| {
             let (_, target) = targets.iter().find(|(agent, _)| *agent == draft.agent).expect("resolved above");
-            let input = draft.turn.into_input(&draft.field, &plan.defaults, plan.options)?;
+            let mut input = draft.turn.into_input(&draft.field, &plan.defaults, plan.options)?;
+            input.webhook_url.clone_from(&plan.webhook_url);
             target.prepare(input).map_err(|e| match e {
                 runq_shared::Error::Invalid { field, reason } if !draft.field.is_empty() => {
                     Error::invalid(format!("{}{field}", draft.field), reason)

@@ -30,7 +30,9 @@ pub const PROVIDER_KEY: &str = "sk-bench";
 /// Any 32 bytes: provider secrets only need to round-trip between API and worker.
 const MASTER_KEY: &str = "9c1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6";
 /// The API's listening line is logged at info by target `runq_api`; its per-request spans (in
-/// `runq_api::routes` and `runq_api::submit`) stay off, like everything else below warn.
+/// `runq_api::routes` and `runq_api::submit`) stay off, like everything else below warn. The
+/// request log (`runq_api::observe`) stays on, as in a default deployment; the observability
+/// scenario measures it against an API without it.
 const API_LOG_FILTER: &str = "warn,runq_api=info,runq_api::routes=warn,runq_api::submit=warn";
 const MOCK_LOG_FILTER: &str = "warn,runq_mock=info";
 const WORKER_LOG_FILTER: &str = "warn";
@@ -156,6 +158,21 @@ impl Stack {
         }
         self.start_runq().await?;
         self.smoke_test().await
+    }
+
+    /// Starts one more API on the same database, Redis and worker, logging through `log_filter`;
+    /// returns its base URL. [`Stack::stop`] ends it (teardown does too).
+    pub async fn start_extra_api(&mut self, name: &'static str, log_filter: &str) -> anyhow::Result<String> {
+        let addr = self.spawn(name, "runq-api", log_filter, &[]).await?.context("api address")?;
+        Ok(format!("http://{addr}"))
+    }
+
+    /// Kills the process started as `name`, if it runs.
+    pub async fn stop(&mut self, name: &str) {
+        if let Some(i) = self.procs.iter().position(|p| p.name == name) {
+            let mut proc = self.procs.remove(i);
+            let _ = proc.child.kill().await;
+        }
     }
 
     async fn start_runq(&mut self) -> anyhow::Result<()> {

@@ -146,7 +146,9 @@ wait_http() {
 start mock RUNQ_MOCK_BIND="127.0.0.1:$MOCK_PORT" RUNQ_MOCK_DELAY_MS=30
 wait_http mock "${PIDS[-1]}" "http://127.0.0.1:$MOCK_PORT/health" 10
 
-STORE_ENV=(DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" RUNQ_MASTER_KEY="$MASTER_KEY")
+# A local demo posts webhooks to receivers on this machine: allow private targets here only.
+STORE_ENV=(DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" RUNQ_MASTER_KEY="$MASTER_KEY"
+           RUNQ_ALLOW_PRIVATE_TARGETS=true)
 start api "${STORE_ENV[@]}" RUNQ_BIND="127.0.0.1:$API_PORT" RUNQ_ADMIN_KEY="$ADMIN_KEY"
 wait_http api "${PIDS[-1]}" "$API_URL/health" 30
 

@@ -43,6 +43,9 @@ pub struct RunInput {
     pub cancel_on_disconnect: bool,
     /// Time limit from the run's first start, in milliseconds.
     pub timeout_ms: i32,
+    /// Where the run's completion is posted (signed with the workspace's default secret);
+    /// checked by [`crate::outbound::check`] before it gets here.
+    pub webhook_url: Option<String>,
 }
 
 /// An agent with its deployed version, its provider's presence and its workspace's cap: all
@@ -140,6 +143,7 @@ impl Target {
             metadata: input.metadata,
             cancel_on_disconnect: input.cancel_on_disconnect,
             timeout_ms: input.timeout_ms,
+            webhook_url: input.webhook_url,
         })
     }
 }

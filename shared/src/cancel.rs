@@ -16,7 +16,10 @@ pub async fn request(db: &PgPool, broker: &Broker, workspace: WorkspaceId, run: 
     let outcome = runs::cancel(db, workspace, run).await?;
     let mut conn = broker.conn.clone();
     match outcome {
-        Cancel::Cancelled => close_stream(db, broker, run, &cancelled_parts()).await?,
+        Cancel::Cancelled => {
+            crate::metrics::run_finished(runs::status::CANCELLED);
+            close_stream(db, broker, run, &cancelled_parts()).await?;
+        }
         Cancel::Cancelling => {
             redis::cmd("PUBLISH")
                 .arg(events::control_channel(broker.prefix()))

@@ -92,3 +92,12 @@ pub struct TelemetryConfig {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 }
+
+/// Requests runq makes on a user's behalf (webhooks; tools later).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct OutboundConfig {
+    /// Let webhooks reach loopback, private and link-local addresses (local development and
+    /// tests; never on a shared deployment: users could reach the operator's own network).
+    #[arg(long, env = "RUNQ_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_targets: bool,
+}

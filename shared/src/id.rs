@@ -106,6 +106,12 @@ ids! {
     MessageId => "msg_",
     /// A provider's model registered in a workspace (reference 002's LLM models).
     ModelId => "mdl_",
+    /// A webhook endpoint of a workspace.
+    WebhookId => "whk_",
+    /// One event's delivery to one webhook target.
+    DeliveryId => "dlv_",
+    /// A webhook event (the `webhook-id` header), the same across retries.
+    EventId => "evt_",
 }
 
 #[cfg(test)]

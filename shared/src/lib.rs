@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //! - [`id`] — prefixed wire ids (`run_…`, `agt_…`) over UUIDv7.
+//! - [`metrics`] — Prometheus metric names, buckets and the recorder `/metrics` renders.
+//! - [`outbound`] — address safety for requests made on a user's behalf (webhooks, tools).
+//! - [`webhooks`] — Standard Webhooks event types, secrets, signatures and the retry schedule.
 //! - [`admission`] — from a run request to recorded runs: resolve, render, record.
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
 //! - [`cancel`] — stopping a run (queued ones at once, running ones through their worker) and closing
@@ -34,11 +37,14 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod id;
+pub mod metrics;
+pub mod outbound;
 pub mod queue;
 pub mod ratelimit;
 pub mod render;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use error::{Error, Result};
 

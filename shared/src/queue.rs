@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{RunId, WorkspaceId};
 
-/// "Run `run` may start." Carries the trace context so the worker's spans join the API's trace.
+/// "Run `run` may start." Carries the trace context so the worker's spans join the API's trace,
+/// and the id of the request that created the run so the worker's log lines carry it too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub run: RunId,
@@ -32,11 +33,21 @@ pub struct Job {
     /// W3C `traceparent` of the span that enqueued the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// `X-Request-ID` of the request that created the run (or of the request being served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Job {
     pub fn new(run: RunId, workspace: WorkspaceId, cap: Option<i32>) -> Self {
-        Self { run, workspace, pushed_at_us: now_us(), cap, traceparent: crate::telemetry::current_traceparent() }
+        Self {
+            run,
+            workspace,
+            pushed_at_us: now_us(),
+            cap,
+            traceparent: crate::telemetry::current_traceparent(),
+            request_id: crate::telemetry::current_request_id(),
+        }
     }
 }
 
@@ -102,6 +113,42 @@ static POP: LazyLock<redis::Script> = LazyLock::new(|| {
         ",
     )
 });
+
+// ARGV: jobs key prefix. Returns {jobs waiting, oldest push time in µs (0: none)}.
+static DEPTH: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local total, oldest = 0, 0
+        for _, ws in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            local key = ARGV[1] .. ws
+            total = total + redis.call('LLEN', key)
+            local head = redis.call('LINDEX', key, 0)
+            if head then
+                local ok, job = pcall(cjson.decode, head)
+                local at = ok and tonumber(job.pushed_at_us)
+                if at and (oldest == 0 or at < oldest) then oldest = at end
+            end
+        end
+        return {total, oldest}
+        ",
+    )
+});
+
+/// What waits in the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Jobs waiting, all workspaces together.
+    pub jobs: u64,
+    /// Push time of the oldest waiting job, in microseconds since the Unix epoch.
+    pub oldest_pushed_at_us: Option<i64>,
+}
+
+/// Counts waiting jobs and finds the oldest, in one round trip (one list per ready workspace:
+/// cache the answer rather than asking on every scrape).
+pub async fn depth(conn: &mut impl ConnectionLike, keys: &QueueKeys) -> redis::RedisResult<Depth> {
+    let (jobs, oldest): (u64, i64) = DEPTH.key(&keys.ready_set).arg(&keys.jobs_prefix).invoke_async(conn).await?;
+    Ok(Depth { jobs, oldest_pushed_at_us: (oldest > 0).then_some(oldest) })
+}
 
 /// Pushes jobs (of any workspaces) in one round trip.
 pub async fn push(conn: &mut impl ConnectionLike, keys: &QueueKeys, jobs: &[Job]) -> redis::RedisResult<()> {

@@ -62,6 +62,22 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+tokio::task_local! {
+    /// The id of the HTTP request being served (set by the API around each request).
+    static REQUEST_ID: String;
+}
+
+/// Runs `fut` with `id` as the current request id (see [`current_request_id`]).
+pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    REQUEST_ID.scope(id, fut).await
+}
+
+/// The id of the request being served on this task, if any: jobs carry it to the worker so one
+/// request id finds the API's and the worker's log lines of a run.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 /// The W3C `traceparent` of the current span, when traces are exported.
 pub fn current_traceparent() -> Option<String> {
     use opentelemetry::trace::TraceContextExt;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use runq_shared::config::{StoreConfig, TelemetryConfig};
+use runq_shared::config::{OutboundConfig, StoreConfig, TelemetryConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
@@ -44,11 +44,24 @@ pub struct WorkerConfig {
     #[arg(long, env = "RUNQ_WORKER_ID")]
     pub worker_id: Option<String>,
 
+    /// Serve `GET /metrics` (Prometheus) on this address (`host:port`; port 0 picks a free port,
+    /// which is logged). Off when unset.
+    #[arg(long, env = "RUNQ_WORKER_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+
+    /// First webhook retry delay, in milliseconds; later retries wait fixed multiples of it
+    /// (5 s → 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), with jitter, or the receiver's `Retry-After`.
+    #[arg(long, env = "RUNQ_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhook_retry_base_ms: u64,
+
     #[command(flatten)]
     pub store: StoreConfig,
 
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+
+    #[command(flatten)]
+    pub outbound: OutboundConfig,
 }
 
 impl WorkerConfig {

@@ -2,7 +2,7 @@
 //! the outcome.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use runq_shared::db::runs::{self, Claimed, Finish, status};
 use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
 use runq_shared::id::RunId;
+use runq_shared::metrics as m;
 use runq_shared::queue::{self, Job};
 use serde_json::json;
 use sqlx::PgPool;
@@ -36,6 +37,8 @@ pub struct Ctx {
     pub lease: Duration,
     pub retry: RetryPolicy,
     pub registry: Arc<Registry>,
+    /// Woken when a run ends, so its webhook goes out without waiting for the next poll.
+    pub webhooks_due: Arc<tokio::sync::Notify>,
 }
 
 /// How failed provider calls are retried within an attempt.
@@ -63,8 +66,8 @@ const BATCH: usize = 64;
 /// Handles one job. Errors are infrastructure failures (Postgres or Redis gone); the run stays
 /// `running` and the reconciler hands it to another attempt when its lease expires.
 pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
-    let span =
-        tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace, attempt = tracing::field::Empty);
+    let span = tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace,
+        request_id = job.request_id.as_deref(), attempt = tracing::field::Empty);
     if let Some(parent) = &job.traceparent {
         runq_shared::telemetry::set_remote_parent(&span, parent);
     }
@@ -77,16 +80,23 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
             return Ok(());
         };
         tracing::Span::current().record("attempt", claimed.attempt);
+        metrics::counter!(m::RUNS_STARTED_TOTAL).increment(1);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::histogram!(m::QUEUE_WAIT).record(queue_wait_us.max(0) as f64 / 1e6);
+        let _in_flight = m::GaugeGuard::new(m::RUNS_IN_FLIGHT);
         let (run, attempt) = (claimed.id, claimed.attempt);
         let result = match Execution::start(&ctx, claimed, job.cap, queue_wait_us).await {
-            Ok(execution) => execution.run().await,
+            Ok(mut execution) => {
+                execution.request_id.clone_from(&job.request_id);
+                execution.run().await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
             // Postgres or Redis failed under this run: give it back now rather than after the lease
             tracing::warn!(error = ?e, "execution failed; handing the run back");
             if runs::hand_back(&ctx.claims, run, attempt).await.unwrap_or(false) {
-                let job = Job::new(run, job.workspace, job.cap);
+                let job = Job { request_id: job.request_id.clone(), ..Job::new(run, job.workspace, job.cap) };
                 queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &[job]).await?;
             }
         }
@@ -110,6 +120,10 @@ struct Execution<'a> {
     usage: Usage,
     first_token_at: Option<DateTime<Utc>>,
     text_parts: u32,
+    /// When this attempt took the run.
+    started: Instant,
+    /// The request that created the run, carried on when the run is handed back.
+    request_id: Option<String>,
 }
 
 /// How an attempt ended.
@@ -145,6 +159,8 @@ impl<'a> Execution<'a> {
             usage: Usage::default(),
             first_token_at: None,
             text_parts: 0,
+            started: Instant::now(),
+            request_id: None,
         })
     }
 
@@ -185,7 +201,11 @@ impl<'a> Execution<'a> {
     async fn hand_back(mut self) -> anyhow::Result<()> {
         self.emitter.flush().await?;
         if runs::hand_back(&self.ctx.claims, self.claimed.id, self.claimed.attempt).await? {
-            self.push(&[self.claimed.id]).await?;
+            let job = Job {
+                request_id: self.request_id.clone(),
+                ..Job::new(self.claimed.id, self.claimed.workspace_id, self.cap)
+            };
+            queue::push(&mut self.ctx.broker.conn.clone(), self.ctx.broker.queue(), &[job]).await?;
             tracing::info!("run handed back for another worker");
         }
         Ok(())
@@ -247,6 +267,8 @@ impl<'a> Execution<'a> {
                     input: call.arguments.clone(),
                 });
                 let output = tools::run(&call.name, &self.claimed.tools);
+                let outcome = if output.get("error").is_some() { "error" } else { "ok" };
+                metrics::counter!(m::TOOL_CALLS_TOTAL, "outcome" => outcome).increment(1);
                 self.emitter.emit(&Part::ToolOutputAvailable { tool_call_id: call.id.clone(), output: output.clone() });
                 self.messages.push(ChatMessage::tool_result(call.id, output.to_string()));
             }
@@ -268,9 +290,14 @@ impl<'a> Execution<'a> {
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
         let mut retry = 0;
         loop {
-            match self.call(provider, request).await? {
+            let result = self.call(provider, request).await?;
+            let outcome = result.as_ref().map_or_else(ProviderError::code, |_| "ok");
+            let kind = self.claimed.provider_kind.clone();
+            metrics::counter!(m::PROVIDER_REQUESTS_TOTAL, "provider_kind" => kind, "outcome" => outcome).increment(1);
+            match result {
                 Err(e) if e.is_retryable() && retry < self.ctx.retry.max_retries => {
                     retry += 1;
+                    metrics::counter!(m::PROVIDER_RETRIES_TOTAL).increment(1);
                     let delay = self.ctx.retry.delay(retry, &e);
                     tracing::info!(error = %e, retry, delay_ms = delay.as_millis() as u64, "retrying provider call");
                     self.emitter.emit(&Part::DataRun {
@@ -313,7 +340,13 @@ impl<'a> Execution<'a> {
                         });
                         if text.is_empty() {
                             self.emitter.emit(&Part::TextStart { id: id.clone() });
-                            self.first_token_at.get_or_insert_with(Utc::now);
+                            if self.first_token_at.is_none() {
+                                self.first_token_at = Some(Utc::now());
+                                #[allow(clippy::cast_precision_loss)]
+                                let queued = self.queue_wait_us.max(0) as f64 / 1e6;
+                                let since_push = queued + self.started.elapsed().as_secs_f64();
+                                metrics::histogram!(m::TIME_TO_FIRST_TOKEN).record(since_push);
+                            }
                         }
                         text.push_str(&delta);
                         self.emitter.emit(&Part::TextDelta { id: id.clone(), delta });
@@ -390,6 +423,9 @@ impl<'a> Execution<'a> {
             tracing::warn!("attempt superseded: its lease expired and another worker took the run");
             return Ok(());
         };
+        m::run_finished(status);
+        metrics::histogram!(m::RUN_DURATION).record(self.started.elapsed().as_secs_f64());
+        self.ctx.webhooks_due.notify_one();
         self.emitter.announce(&terminal).await?;
         self.start_successors(next_on_thread).await?;
         tracing::info!(status, "run finished");

@@ -3,7 +3,8 @@
 //! A worker takes jobs round-robin across workspaces and blocks while none are queued (waking the
 //! moment one is pushed), claims each
 //! run in Postgres, streams the provider, runs tool steps, publishes every event, and records
-//! the outcome. Beside the consumer it renews its leases and reconciles lost work.
+//! the outcome. Beside the consumer it renews its leases, reconciles lost work, sends webhook
+//! deliveries, and (when `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
 //!
 //! # Layout
 //! - [`config`] — settings (flags and environment).
@@ -13,6 +14,8 @@
 //! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
 //! - [`tools`] — the built-in tools.
 //! - [`reconcile`] — lease renewal and the reconciler.
+//! - [`webhooks`] — sending webhook deliveries, with retries.
+//! - [`observe`] — this worker's `GET /metrics`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,9 +32,11 @@ pub mod config;
 pub mod control;
 pub mod emit;
 pub mod execute;
+pub mod observe;
 pub mod provider;
 pub mod reconcile;
 pub mod tools;
+pub mod webhooks;
 
 use crate::config::WorkerConfig;
 use crate::execute::Ctx;
@@ -52,6 +57,8 @@ pub struct Worker {
     requeue_after: Duration,
     redis_client: redis::Client,
     shutdown_grace: Duration,
+    webhooks: webhooks::Settings,
+    metrics: Option<observe::Server>,
 }
 
 impl Worker {
@@ -84,10 +91,22 @@ impl Worker {
                     base: Duration::from_millis(config.retry_base_ms),
                 },
                 registry: Arc::default(),
+                webhooks_due: Arc::default(),
             }),
             redis_client: redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
             queue_conn,
+            webhooks: webhooks::Settings {
+                schedule: runq_shared::webhooks::Schedule {
+                    base: Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+                },
+                allow_private_targets: config.outbound.allow_private_targets,
+                poll: config.reconcile_interval().min(Duration::from_secs(1)),
+            },
+            metrics: match &config.metrics_bind {
+                Some(bind) => Some(observe::Server::bind(bind).await.with_context(|| format!("binding {bind}"))?),
+                None => None,
+            },
             concurrency: config.concurrency.max(1),
             reconcile_interval: config.reconcile_interval(),
             requeue_after: config.requeue_after(),
@@ -96,6 +115,11 @@ impl Worker {
 
     pub fn id(&self) -> &str {
         &self.ctx.worker_id
+    }
+
+    /// Where `GET /metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|server| server.local_addr().ok())
     }
 
     /// Consumes jobs until `shutdown`, then waits for in-flight runs to finish.
@@ -114,6 +138,10 @@ impl Worker {
             self.ctx.registry.clone(),
             background.clone(),
         ));
+        tokio::spawn(webhooks::deliver(self.ctx.clone(), self.webhooks, background.clone()));
+        if let Some(server) = self.metrics.take() {
+            tokio::spawn(server.run(self.ctx.registry.clone(), self.concurrency, background.clone()));
+        }
 
         let keys = self.ctx.broker.queue().clone();
         let mut conn = self.ctx.broker.conn.clone();

@@ -18,6 +18,9 @@ async fn main() -> anyhow::Result<()> {
     telemetry::install_crypto_provider();
     let _telemetry = telemetry::init("runq-worker", &cli.config.telemetry)?;
     let worker = Worker::build(cli.config).await?;
+    if let Some(addr) = worker.metrics_addr() {
+        tracing::info!(addr = %addr, "metrics listening");
+    }
     tracing::info!(worker_id = worker.id(), version = runq_shared::VERSION, "worker started");
     worker.run_until_stopped(shutdown::on_signal()).await
 }

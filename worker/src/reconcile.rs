@@ -54,6 +54,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, every: Duration, requeue_after: Duration, 
 
 async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
     for lost in runs::end_lost(&ctx.db, PASS_LIMIT).await? {
+        runq_shared::metrics::run_finished(&lost.status);
         close_stream(ctx, &lost).await?;
     }
     let expired = runs::requeue_expired(&ctx.claims, PASS_LIMIT).await?;
@@ -62,6 +63,7 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
         return Ok(());
     }
     tracing::info!(expired = expired.len(), stale = stale.len(), "re-enqueueing runs");
+    metrics::counter!(runq_shared::metrics::RECONCILER_REQUEUED_TOTAL).increment((expired.len() + stale.len()) as u64);
     let jobs: Vec<Job> =
         expired.iter().chain(&stale).map(|r: &Requeued| Job::new(r.id, r.workspace_id, r.cap)).collect();
     queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &jobs).await?;

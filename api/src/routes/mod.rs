@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod health;
 pub mod invoke;
 pub mod keys;
+pub mod metrics;
 pub mod operations;
 pub mod platform;
 pub mod providers;
@@ -33,6 +34,7 @@ pub mod runs;
 pub mod sessions;
 pub mod threads;
 pub mod tools;
+pub mod webhooks;
 pub mod workspaces;
 
 #[derive(OpenApi)]
@@ -72,6 +74,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(sessions::router())
         .merge(platform::router())
         .merge(gateway::router())
+        .merge(metrics::router())
+        .merge(webhooks::router())
         .split_for_parts();
 
     // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`
@@ -82,6 +86,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(crate::ratelimit::headers))
         .layer(CatchPanicLayer::custom(|_| panicked()))
+        // inside the request span (its log line carries the span) and outside the panic
+        // catcher (a panic is a 500 like any other)
+        .layer(axum::middleware::from_fn(crate::observe::requests))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

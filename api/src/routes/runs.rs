@@ -134,11 +134,16 @@ async fn run_on(
     state: AppState,
     auth: KeyAuth,
     headers: HeaderMap,
-    body: RunRequest,
+    mut body: RunRequest,
     hash: [u8; 32],
 ) -> Result<Response> {
     let idempotency = submit::idempotency(&headers, hash)?;
-    let plan = body.plan(&headers, route, &state.limits)?;
+    let webhook = match body.webhook.take() {
+        Some(url) => Some(crate::webhook::check_url(&state, "webhook", &url).await?),
+        None => None,
+    };
+    let mut plan = body.plan(&headers, route, &state.limits)?;
+    plan.webhook_url = webhook;
     Ok(respond(submit::submit(&state, auth.workspace_id, plan, idempotency).await?))
 }
 

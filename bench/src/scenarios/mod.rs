@@ -7,6 +7,7 @@
 //! `n/a (error: …)` row; the others still run.
 
 mod batch;
+mod observability;
 mod pairs;
 mod queue_wait;
 mod ratelimit;
@@ -49,6 +50,8 @@ pub enum Scenario {
     Sync,
     /// What the rate-limit check adds to a request (limited vs unlimited key, c=1 and c=64).
     Ratelimit,
+    /// What request logs and metrics cost a request (logged vs quiet API, c=1 and c=64).
+    Observability,
     /// Enqueue → worker start (`queue_wait_us`), idle and at c=64.
     QueueWait,
     /// Sustained async runs/s with a zero-latency provider, and CPU per process.
@@ -96,6 +99,7 @@ impl Plan {
                 Scenario::Ttft,
                 Scenario::Sync,
                 Scenario::Ratelimit,
+                Scenario::Observability,
                 Scenario::QueueWait,
                 Scenario::Sustained,
                 Scenario::Batch,
@@ -178,6 +182,7 @@ pub async fn run(stack: &mut Stack, plan: &Plan) -> Vec<Row> {
             Scenario::Ttft => ttft::run(stack, plan).await,
             Scenario::Sync => sync::run(stack, plan).await,
             Scenario::Ratelimit => ratelimit::run(stack, plan).await,
+            Scenario::Observability => observability::run(stack, plan).await,
             Scenario::QueueWait => queue_wait::run(stack, plan).await,
             Scenario::Sustained => sustained::run(stack, plan).await,
             Scenario::Batch => batch::run(stack, plan).await,

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod sessions;
 pub mod threads;
 pub mod versions;
+pub mod webhooks;
 pub mod workspaces;
 
 /// The migrations in `migrations/`, embedded in the binaries and applied at start-up.

@@ -85,6 +85,8 @@ pub struct NewRun {
     pub cancel_on_disconnect: bool,
     /// Time limit from the first start, in milliseconds.
     pub timeout_ms: i32,
+    /// The request's `webhook` URL, posted to when the run ends.
+    pub webhook_url: Option<String>,
 }
 
 /// Inserts runs, creating the threads they name, in one statement (a 10,000-item batch is one
@@ -107,19 +109,20 @@ pub async fn insert_many(
     let metadata: Vec<Json<&Value>> = runs.iter().map(|r| Json(&r.metadata)).collect();
     let cancel: Vec<bool> = runs.iter().map(|r| r.cancel_on_disconnect).collect();
     let timeouts: Vec<i32> = runs.iter().map(|r| r.timeout_ms).collect();
+    let webhooks: Vec<Option<&str>> = runs.iter().map(|r| r.webhook_url.as_deref()).collect();
     sqlx::query(
         "with new_threads as (
              insert into threads (workspace_id, id)
              select distinct $1::uuid, t from unnest($6::text[]) as t
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
-                           prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms)
+                           prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url)
          select r.id, $1, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude, r.input,
-                r.parameters, r.metadata, r.cancel, r.timeout_ms
+                r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[])
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[])
               as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
-                   agent_id, version_id)",
+                   agent_id, version_id, webhook_url)",
     )
     .bind(workspace)
     .bind(&agents)
@@ -134,6 +137,7 @@ pub async fn insert_many(
     .bind(&metadata)
     .bind(&cancel)
     .bind(&timeouts)
+    .bind(&webhooks)
     .execute(db)
     .await?;
     Ok(())

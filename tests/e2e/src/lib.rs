@@ -89,6 +89,8 @@ impl Env {
             .env("RUNQ_DB_MAX_CONNECTIONS", "4")
             .env("RUNQ_LOG_FORMAT", "text")
             .env("RUST_LOG", "info")
+            // webhook receivers of the tests listen on 127.0.0.1
+            .env("RUNQ_ALLOW_PRIVATE_TARGETS", "true")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(self.extra.iter().map(|(k, v)| (k, v)));
     }
@@ -955,4 +957,75 @@ pub fn final_attempt_text(frames: &[Frame]) -> String {
         .filter(|p| p["type"] == "text-delta")
         .filter_map(|p| p["delta"].as_str().map(str::to_owned))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching a process's log: what request logs and request ids are checked with.
+
+/// Every log line a process wrote so far, kept for the test to search.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Logs {
+    /// The first line (already written, or written within `timeout`) that satisfies `matches`.
+    pub async fn wait_for(&self, timeout: Duration, matches: impl Fn(&str) -> bool) -> Option<String> {
+        eventually(timeout, || {
+            let found = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .find(|line| matches(line))
+                .cloned();
+            async move { found }
+        })
+        .await
+    }
+}
+
+impl Env {
+    /// Starts a long-running binary, waits (30 s at most) for its `listening` line and
+    /// returns the address, and keeps every line it logs in [`Logs`] (they still go to the test's
+    /// stderr).
+    pub async fn spawn_logged(&self, name: &str) -> (Child, String, Logs) {
+        let mut cmd = Command::new(bin(name));
+        self.apply(&mut cmd);
+        let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().expect("spawn");
+        let label = format!("{name}:{}", child.id().unwrap_or_default());
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let logs = Logs::default();
+        let kept = logs.clone();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{label}] {line}");
+                if let Some(addr) = listening_addr(&line)
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr);
+                }
+                kept.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("{name} did not log `listening addr=` within 30 s"));
+        (child, addr, logs)
+    }
+}
+
+/// The address of a `listening` line, in text (`listening addr=…`) or JSON (`"addr":"…"`) format.
+fn listening_addr(line: &str) -> Option<String> {
+    if let Some(rest) = line.split("listening addr=").nth(1) {
+        return rest.split_whitespace().next().map(str::to_owned);
+    }
+    let json: Value = serde_json::from_str(line).ok()?;
+    let message = json["message"].as_str().or_else(|| json["fields"]["message"].as_str())?;
+    if !message.ends_with("listening") {
+        return None;
+    }
+    json["addr"].as_str().or_else(|| json["fields"]["addr"].as_str()).map(str::to_owned)
 }

@@ -1,0 +1,245 @@
+//! Prometheus metrics and request logs: values move as runs happen, read through a parser of the
+//! exposition format; the request id of a run's request shows up in the worker's log lines.
+
+use std::time::Duration;
+
+use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue as Metric};
+use reqwest::{Method, StatusCode};
+use runq_e2e::{Env, MockConfig, MockServer, SseReader, TestApp, eventually};
+use serde_json::json;
+use tokio::process::Child;
+
+/// An API, a mock provider, and a worker serving `/metrics`, each log kept.
+struct Observed {
+    app: TestApp,
+    mock: MockServer,
+    _worker: Child,
+    worker_metrics: String,
+}
+
+impl Observed {
+    async fn start(env: Env) -> Self {
+        let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
+        let app = TestApp::spawn_with(env.with("RUNQ_WORKER_METRICS_BIND", "127.0.0.1:0")).await;
+        let (worker, addr, _) = app.env.spawn_logged("runq-worker").await;
+        Self { app, mock, _worker: worker, worker_metrics: format!("http://{addr}/metrics") }
+    }
+
+    async fn agent(&self, slug: &str) {
+        self.app.deployed_agent(self.app.admin_key(), slug, "openai", &self.mock.base_url()).await;
+    }
+
+    async fn api(&self) -> Scrape {
+        scrape(&self.app.client, &format!("{}/metrics", self.app.base)).await
+    }
+
+    async fn worker(&self) -> Scrape {
+        scrape(&self.app.client, &self.worker_metrics).await
+    }
+}
+
+type Scrape = MetricsExposition<PrometheusType, Metric>;
+
+/// `GET url` (no key) and the parsed exposition.
+async fn scrape(client: &reqwest::Client, url: &str) -> Scrape {
+    let res = client.get(url).send().await.expect("scrape");
+    assert_eq!(res.status(), StatusCode::OK);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let text = res.text().await.expect("body");
+    openmetrics_parser::prometheus::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e:?} in:\n{text}"))
+}
+
+/// Every label set of a family: `(name, value)` pairs.
+fn label_sets(scrape: &Scrape, name: &str) -> Vec<Vec<(String, String)>> {
+    let Some(family) = scrape.families.get(name) else { return Vec::new() };
+    family
+        .iter_samples()
+        .map(|s| {
+            let set = s.get_labelset().expect("a sample of a family");
+            set.iter_names().cloned().zip(set.iter_values().cloned()).collect()
+        })
+        .collect()
+}
+
+/// Values of the samples of `name` whose labels include `labels`.
+fn matching<'a>(scrape: &'a Scrape, name: &str, labels: &'a [(&str, &str)]) -> Vec<&'a Metric> {
+    let Some(family) = scrape.families.get(name) else { return Vec::new() };
+    family
+        .iter_samples()
+        .filter(|s| {
+            let set = s.get_labelset().expect("a sample of a family");
+            labels.iter().all(|(k, v)| set.get_label_value(k) == Some(*v))
+        })
+        .map(|s| &s.value)
+        .collect()
+}
+
+/// The value of a counter or gauge (summed over label sets matching `labels`; 0 when absent).
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(scrape, name, labels)
+        .into_iter()
+        .map(|v| match v {
+            Metric::Counter(c) => c.value.as_f64(),
+            Metric::Gauge(n) | Metric::Unknown(n) => n.as_f64(),
+            other => panic!("{name} is not a counter or gauge: {other:?}"),
+        })
+        .fold(0.0, |a, b| a + b)
+}
+
+/// How many observations a histogram holds, over label sets matching `labels`.
+fn observations(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    matching(scrape, name, labels)
+        .into_iter()
+        .map(|v| match v {
+            #[allow(clippy::cast_precision_loss)]
+            Metric::Histogram(h) => h.count.unwrap_or_default() as f64,
+            other => panic!("{name} is not a histogram: {other:?}"),
+        })
+        .fold(0.0, |a, b| a + b)
+}
+
+#[tokio::test]
+async fn metrics_count_a_completed_run_on_the_worker_and_its_request_on_the_api() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    let completed = [("status", "completed")];
+    let before = stack.worker().await;
+
+    let (status, run) = stack.app.call(Method::POST, "/v1/run", Some(json!({"agent_id": "bot", "prompt": "hi"}))).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "completed");
+
+    // the worker counts a run before it announces the end the sync caller waited for
+    let after = stack.worker().await;
+    assert_eq!(value(&after, "runq_runs_total", &completed), value(&before, "runq_runs_total", &completed) + 1.0);
+    assert!(value(&after, "runq_runs_started_total", &[]) >= 1.0);
+    assert!(value(&after, "runq_provider_requests_total", &[("provider_kind", "openai"), ("outcome", "ok")]) >= 1.0);
+    assert!(observations(&after, "runq_queue_wait_seconds", &[]) >= 1.0);
+    assert!(observations(&after, "runq_time_to_first_token_seconds", &[]) >= 1.0);
+    assert!(observations(&after, "runq_run_duration_seconds", &[]) >= 1.0);
+    // the run's slot is given back just after its end is announced
+    let idle = eventually(Duration::from_secs(10), || async {
+        let now = stack.worker().await;
+        let idle = value(&now, "runq_runs_in_flight", &[]) == 0.0
+            && value(&now, "runq_worker_slots", &[("state", "used")]) == 0.0;
+        idle.then_some(now)
+    })
+    .await
+    .expect("the worker went back to idle");
+    assert!(value(&idle, "runq_worker_slots", &[("state", "free")]) >= 1.0);
+
+    // the API labels requests by route template, not by the raw path
+    let run_id = run["id"].as_str().unwrap();
+    let (status, _) = stack.app.call(Method::GET, &format!("/v1/runs/{run_id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let api = stack.api().await;
+    assert!(value(&api, "runq_http_requests_total", &[("route", "/v1/run"), ("status", "200")]) >= 1.0);
+    let routes = label_sets(&api, "runq_http_requests_total");
+    let by_id = [("route", "/v1/runs/{id}"), ("status", "200")];
+    assert_eq!(value(&api, "runq_http_requests_total", &by_id), 1.0, "{routes:?}");
+    assert!(observations(&api, "runq_http_request_duration_seconds", &[("route", "/v1/runs/{id}")]) >= 1.0);
+    let labels: Vec<_> = api.families.keys().flat_map(|name| label_sets(&api, name)).flatten().collect();
+    assert!(!labels.iter().any(|(_, v)| v.contains(run_id)), "no id is a label value: {labels:?}");
+}
+
+#[tokio::test]
+async fn the_open_streams_gauge_rises_with_a_stream_and_falls_when_it_closes() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    let open = |scrape: &Scrape| value(scrape, "runq_sse_streams_open", &[]);
+    assert_eq!(open(&stack.api().await), 0.0);
+
+    // a slow answer keeps the stream open while the gauge is read
+    let body = json!({"agent_id": "bot", "prompt": "[[mock tokens=400 delay=50]]", "stream": true});
+    let mut reader =
+        SseReader::open(stack.app.with_key(Method::POST, "/v1/run", stack.app.admin_key()).json(&body)).await;
+    assert_eq!(reader.status, StatusCode::OK);
+    assert!(reader.read_events(2, Duration::from_secs(30)).await, "the stream started");
+    assert_eq!(open(&stack.api().await), 1.0);
+
+    drop(reader);
+    let closed =
+        eventually(Duration::from_secs(30), || async { (open(&stack.api().await) == 0.0).then_some(()) }).await;
+    assert!(closed.is_some(), "the gauge fell back to 0 once the client went away");
+}
+
+#[tokio::test]
+async fn queue_depth_counts_jobs_waiting_while_no_worker_runs() {
+    let app = TestApp::spawn().await;
+    // no worker: the runs stay queued (the provider is never called)
+    app.deployed_agent(app.admin_key(), "bot", "openai", "http://127.0.0.1:9/v1").await;
+    for _ in 0..3 {
+        let (status, body) =
+            app.call(Method::POST, "/v1/run", Some(json!({"agent_id": "bot", "prompt": "hi", "async": true}))).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let url = format!("{}/metrics", app.base);
+    // the measurement is cached for a few seconds: wait for one taken after the pushes
+    let scraped = eventually(Duration::from_secs(30), || async {
+        let scraped = scrape(&app.client, &url).await;
+        (value(&scraped, "runq_queue_depth", &[]) == 3.0).then_some(scraped)
+    })
+    .await
+    .expect("runq_queue_depth reached 3");
+    assert!(value(&scraped, "runq_queue_oldest_age_seconds", &[]) > 0.0);
+}
+
+#[tokio::test]
+async fn metrics_need_no_key_and_are_not_rate_limited() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        let res = app.request(Method::GET, "/metrics").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().get("x-ratelimit-limit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn request_logs_name_the_route_and_the_worker_logs_the_request_id_of_the_run() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env = Env::new().await.with("RUNQ_LOG_FORMAT", "json");
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
+    let (api, addr, api_logs) = env.spawn_logged("runq-api").await;
+    let app = TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        db: sqlx::PgPool::connect(&env.database_url).await.expect("test db"),
+        env: env.clone(),
+        api,
+    };
+    app.deployed_agent(app.admin_key(), "bot", "openai", &mock.base_url()).await;
+
+    let request_id = format!("req-e2e-{}", uuid::Uuid::now_v7().simple());
+    let res = app
+        .with_key(Method::POST, "/v1/run", app.admin_key())
+        .header("x-request-id", &request_id)
+        .json(&json!({"agent_id": "bot", "prompt": "hi", "async": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+
+    let line = api_logs
+        .wait_for(Duration::from_secs(10), |line| line.contains("request finished") && line.contains(&request_id))
+        .await
+        .expect("the API logged the request");
+    let line: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["route"], "/v1/run", "{line}");
+    assert_eq!(line["status"], 202, "{line}");
+    assert!(line["duration_ms"].as_f64().is_some(), "{line}");
+    assert!(line["workspace_id"].as_str().is_some_and(|w| w.starts_with("wsp_")), "{line}");
+
+    // the worker starts after the run was queued; its lines of that run carry the request id
+    let (_worker, worker_logs) = {
+        let env = env.with("RUNQ_WORKER_METRICS_BIND", "127.0.0.1:0");
+        let (worker, _, logs) = env.spawn_logged("runq-worker").await;
+        (worker, logs)
+    };
+    let finished = worker_logs
+        .wait_for(Duration::from_secs(30), |line| line.contains("run finished") && line.contains(&request_id))
+        .await;
+    assert!(finished.is_some(), "the worker's `run finished` line carries the request id");
+}
