@@ -2,6 +2,7 @@
 //! One test binary; each test starts its own API process with its own database.
 
 mod auth;
+mod cli;
 mod errors;
 mod fairness;
 mod faults;
