@@ -116,8 +116,7 @@ async fn follow(client: &Client, operation: &str, bar: bool) -> Result<Progress>
             bar.set_message(format!("{} failed", progress.failed));
         } else if shown.is_none_or(|(last, at)| last != progress && (at.elapsed() >= PLAIN_EVERY || progress.is_done()))
         {
-            let Progress { total, completed, failed } = progress;
-            eprintln!("{operation}: {}/{total} done ({completed} completed, {failed} failed)", progress.finished());
+            print_progress(operation, progress);
             shown = Some((progress, Instant::now()));
         }
         if progress.is_done() {
@@ -127,9 +126,16 @@ async fn follow(client: &Client, operation: &str, bar: bool) -> Result<Progress>
         progress = Progress::of(&client.get(&path).await?);
     }
     if let Some(bar) = bar {
-        bar.finish();
+        // the bar gives way to the same closing line as plain mode
+        bar.finish_and_clear();
+        print_progress(operation, progress);
     }
     Ok(progress)
+}
+
+fn print_progress(operation: &str, progress: Progress) {
+    let Progress { total, completed, failed } = progress;
+    eprintln!("{operation}: {}/{total} done ({completed} completed, {failed} failed)", progress.finished());
 }
 
 #[derive(Debug, Default)]
