@@ -8,10 +8,11 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "runq", version, about = "Run runq agents, batches and keys from the terminal.")]
 pub struct Cli {
-    /// Base URL of runq-api.
-    #[arg(long, global = true, env = "RUNQ_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// API key (`rq_…`); `run` scope for runs and batches, `manage` for agents and keys.
+    /// Base URL of runq-api [default: the one `runq login` saved, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "RUNQ_URL")]
+    pub url: Option<String>,
+    /// API key (`rq_…`): `run` scope for runs and batches, `manage` for agents and keys
+    /// [default: the one `runq login` saved].
     #[arg(long, global = true, env = "RUNQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     #[command(subcommand)]
@@ -33,6 +34,11 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check a key and save it with the URL, so later commands need neither (the key is read
+    /// from stdin unless --api-key or RUNQ_API_KEY gives it).
+    Login,
+    /// Forget what `runq login` saved.
+    Logout,
 }
 
 #[derive(Debug, Args)]

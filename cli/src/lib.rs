@@ -15,12 +15,15 @@
 //!   its request id.
 //! - [`stream`] — reading a run's UI message stream (SSE), showing it, and resuming it after a
 //!   dropped connection.
-//! - [`commands`] — one module per command group (`run`, `batch`, `runs`, `agents`, `keys`).
+//! - [`commands`] — one module per command group (`run`, `batch`, `runs`, `agents`, `keys`,
+//!   `login`).
+//! - [`config`] — the URL and key `runq login` saves; flags and environment win over them.
 //! - [`error`] — the CLI's one error type and its exit codes.
 
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod stream;
 mod table;
@@ -30,6 +33,9 @@ use std::process::ExitCode;
 use args::{Cli, Command};
 use client::Client;
 pub use error::{Error, Exit, Result};
+
+/// Where runq-api listens when nothing says otherwise (`make run`'s address).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// Runs one command line; errors are printed here, once, for people (no debug dumps).
 pub async fn main(cli: Cli) -> ExitCode {
@@ -48,12 +54,18 @@ pub async fn main(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<Exit> {
-    let client = Client::new(&cli.url, cli.api_key.clone())?;
+    let saved = config::load()?;
+    let url = cli.url.or(saved.url).unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let key = cli.api_key.clone().or(saved.api_key);
+    let client = || Client::new(&url, key.clone());
     match cli.command {
-        Command::Run(args) => commands::run::run(&client, args).await,
-        Command::Batch(args) => commands::batch::run(&client, args).await,
-        Command::Runs(command) => commands::runs::run(&client, command).await,
-        Command::Agents(command) => commands::agents::run(&client, command).await,
-        Command::Keys(command) => commands::keys::run(&client, command).await,
+        // a new login asks for a key rather than re-saving the old one
+        Command::Login => commands::login::login(&url, cli.api_key).await,
+        Command::Logout => commands::login::logout(),
+        Command::Run(args) => commands::run::run(&client()?, args).await,
+        Command::Batch(args) => commands::batch::run(&client()?, args).await,
+        Command::Runs(command) => commands::runs::run(&client()?, command).await,
+        Command::Agents(command) => commands::agents::run(&client()?, command).await,
+        Command::Keys(command) => commands::keys::run(&client()?, command).await,
     }
 }

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod batch;
 pub mod keys;
+pub mod login;
 pub mod run;
 pub mod runs;
 

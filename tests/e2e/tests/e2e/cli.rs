@@ -17,6 +17,8 @@ fn runq(stack: &Stack, key: &str, args: &[&str]) -> Command {
     cmd.args(args)
         .env("RUNQ_URL", &stack.app.base)
         .env("RUNQ_API_KEY", key)
+        // what `runq login` saved on this machine plays no part
+        .env("RUNQ_CONFIG", "/nonexistent/runq-config.json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -94,7 +96,12 @@ async fn a_failed_run_and_an_unknown_agent_exit_non_zero_with_the_servers_messag
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Invalid API key (unauthorized, HTTP 401"), "{stderr}");
 
-    let out = Command::new(bin("runq")).args(["--url", "http://127.0.0.1:9", "runs", "ls"]).output().await.unwrap();
+    let out = Command::new(bin("runq"))
+        .args(["--url", "http://127.0.0.1:9", "runs", "ls"])
+        .env("RUNQ_CONFIG", "/nonexistent/runq-config.json")
+        .output()
+        .await
+        .unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach http://127.0.0.1:9/v1/runs"), "the failing URL is named: {stderr}");
@@ -219,4 +226,47 @@ async fn agents_keys_and_runs_are_managed_and_a_run_is_tailed_from_any_seq() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let child = runq(&stack, &key, &["runs", "ls"]).spawn().unwrap();
     assert_eq!(child.wait_with_output().await.unwrap().status.code(), Some(1), "a revoked key stops working");
+}
+
+#[tokio::test]
+async fn login_checks_the_key_and_saves_it_for_later_commands() {
+    let stack = Stack::start().await;
+    let dir = scratch_dir();
+    let config = dir.join("runq").join("config.json");
+    let runq_saved = |args: &[&str]| {
+        let mut cmd = Command::new(bin("runq"));
+        cmd.args(args)
+            .env("RUNQ_CONFIG", &config)
+            .env_remove("RUNQ_URL")
+            .env_remove("RUNQ_API_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let login = |key: String| {
+        let mut child = runq_saved(&["login", "--url", &stack.app.base]).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        async move {
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, format!("{key}\n").as_bytes()).await.unwrap();
+            drop(stdin);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+
+    let out = login("rq_not_a_key".into()).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Invalid API key"), "{}", text(&out.stderr));
+    assert!(!config.exists(), "a refused key is not saved");
+
+    let out = login(stack.app.admin_key().to_owned()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "only its owner may read the key");
+
+    let out = runq_saved(&["runs", "ls"]).output().await.unwrap();
+    assert!(out.status.success(), "later commands use the saved URL and key: {}", text(&out.stderr));
+    let out = runq_saved(&["logout"]).output().await.unwrap();
+    assert!(out.status.success() && !config.exists());
+    let _ = std::fs::remove_dir_all(dir);
 }
