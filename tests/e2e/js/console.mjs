@@ -58,8 +58,8 @@ try {
 
   const sentence = 'When a worker dies mid-run, its lease expires and another worker takes the run over, '
     + 'while clients that were streaming reconnect with Last-Event-ID and miss nothing.';
-  // about 30 words, 200 ms apart: long enough to watch it arrive
-  const live = await startRun(`${sentence} [[mock delay=200]]`);
+  // about 30 words, 250 ms apart: long enough to open the run and watch it arrive
+  const live = await startRun(`${sentence} [[mock delay=250]]`);
   await page.waitForSelector(`tr[data-run-id="${live}"]`, WAIT);
   step('a new run appeared in the live list');
 
