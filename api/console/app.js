@@ -99,7 +99,7 @@ async function follow(id, onPart, signal) {
   for (let attempt = 0; attempt < 6 && !signal.aborted; attempt++) {
     try {
       const res = await fetch(`/v1/runs/${id}/events`, {
-        headers: { 'x-api-key': key(), 'last-event-id': String(last) },
+        headers: { 'x-api-key': key(), accept: 'text/event-stream', 'last-event-id': String(last) },
         signal,
       });
       if (!res.ok) throw new ApiError((await res.json().catch(() => null))?.message ?? res.statusText, res.status);

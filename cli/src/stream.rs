@@ -158,8 +158,10 @@ fn brief(value: &Value) -> String {
 
 /// Opens `GET /v1/runs/{run}/events` after `seq`.
 pub async fn open(client: &Client, run: &str, after: u64) -> Result<Response> {
-    let request =
-        client.request(Method::GET, &format!("/v1/runs/{run}/events")).header("last-event-id", after.to_string());
+    let request = client
+        .request(Method::GET, &format!("/v1/runs/{run}/events"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", after.to_string());
     client.send(request).await
 }
 

@@ -23,7 +23,11 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<Exit> {
     let mut viewer = Viewer::new(!args.json, 0);
     let mut run_id = None;
     let follow = async {
-        let request = client.request(Method::POST, "/v1/run").header("idempotency-key", &key).json(&body);
+        let request = client
+            .request(Method::POST, "/v1/run")
+            .header("accept", "text/event-stream")
+            .header("idempotency-key", &key)
+            .json(&body);
         let response = client.send(request).await?;
         let id = header(&response, "x-run-id")
             .ok_or_else(|| Error::Protocol { url: client.url("/v1/run"), reason: "no X-Run-ID header".into() })?;
