@@ -108,7 +108,7 @@ pub struct RunsLs {
     /// Only runs in this status (queued, running, completed, failed, cancelled, timed_out).
     #[arg(long)]
     pub status: Option<String>,
-    /// Only runs of this agent (id, or slug with a `manage` key).
+    /// Only runs of this agent (id or slug).
     #[arg(long)]
     pub agent: Option<String>,
     /// Only runs of this thread.

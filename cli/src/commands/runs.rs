@@ -29,12 +29,9 @@ pub async fn run(client: &Client, command: RunsCommand) -> Result<Exit> {
 
 async fn list(client: &Client, args: RunsLs) -> Result<Exit> {
     let mut query = page_query(args.page);
-    if let Some(agent) = &args.agent {
-        query.push_str(&format!("&agent_id={}", agent_id(client, agent).await?));
-    }
-    for (name, value) in [("status", &args.status), ("thread_id", &args.thread)] {
+    for (name, value) in [("agent_id", &args.agent), ("status", &args.status), ("thread_id", &args.thread)] {
         if let Some(value) = value {
-            query.push_str(&format!("&{name}={value}"));
+            query.push_str(&format!("&{name}={}", encode(value)));
         }
     }
     let page = client.get(&format!("/v1/runs?{query}")).await?;
@@ -65,12 +62,15 @@ async fn list(client: &Client, args: RunsLs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// The listing filters by agent id; a slug is looked up (that needs a `manage` key).
-async fn agent_id(client: &Client, agent: &str) -> Result<String> {
-    if agent.starts_with("agt_") {
-        return Ok(agent.to_owned());
-    }
-    Ok(table::cell(&client.get(&format!("/v1/agents/{agent}")).await?["id"]))
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn tail(client: &Client, run: &str, after: u64) -> Result<Exit> {
@@ -81,4 +81,12 @@ async fn tail(client: &Client, run: &str, after: u64) -> Result<Exit> {
     let run = client.get(&format!("/v1/runs/{run}")).await?;
     eprintln!("{}", super::run::summary(&run, started.elapsed()));
     Ok(if run["status"] == "completed" { Exit::Success } else { Exit::Failure })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(super::encode("thr_a b&c=d/é"), "thr_a%20b%26c%3Dd%2F%C3%A9");
+    }
 }

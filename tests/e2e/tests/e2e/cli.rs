@@ -203,7 +203,7 @@ async fn agents_keys_and_runs_are_managed_and_a_run_is_tailed_from_any_seq() {
     let out = run(&stack, &["run", "helper", "one two three"]).await;
     assert!(out.status.success());
     let id = run_id_in(&text(&out.stderr));
-    let child = runq(&stack, &key, &["runs", "ls", "--status", "completed"]).spawn().unwrap();
+    let child = runq(&stack, &key, &["runs", "ls", "--status", "completed", "--agent", "helper"]).spawn().unwrap();
     let listed = text(&child.wait_with_output().await.unwrap().stdout);
     assert!(listed.lines().any(|l| l.starts_with(&id) && l.contains("completed")), "{listed}");
 
