@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test services js-deps tools build lint fmt clean-test-dbs bench bench-quick
+.PHONY: run test services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick
 
 ## run: bring up the local demo stack (Redis, Postgres, mock provider, API, worker)
 run: services
@@ -10,7 +10,7 @@ run: services
 	./deploy/local/run.sh
 
 ## test: every test, against real Redis and Postgres (started here when not running)
-test: services clean-test-dbs js-deps tools
+test: services clean-test-dbs js-deps tools browser
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 
@@ -31,14 +31,23 @@ services:
 	./deploy/local/services.sh
 
 # real clients the end-to-end tests drive: the AI SDK (`ai`), the `openai` npm and Python
-# packages, and the Standard Webhooks library (npm `standardwebhooks`) verifying webhook signatures
+# packages, the Standard Webhooks library (npm `standardwebhooks`) verifying webhook signatures;
+# playwright-core drives the web console in the browser below
 js-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error
 	python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/e2e/py/requirements.txt
 
+# the console tests run Debian's chromium headless
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 build:
 	$(CARGO) build --bins
+
+## install: the `runq` command-line client, into ~/.cargo/bin
+install:
+	$(CARGO) install --locked --path cli
 
 # end-to-end tests create one database each (runq_test_*); drop what earlier runs left behind
 clean-test-dbs:

@@ -1,5 +1,5 @@
 //! The HTTP surface: one module per resource, merged here with the middleware stack, the
-//! OpenAPI document (`/openapi.json`) and its offline viewer (`/docs`).
+//! OpenAPI document (`/openapi.json`), its offline viewer (`/docs`) and the web console (`/console`).
 
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub mod agents;
+pub mod console;
 pub mod gateway;
 pub mod health;
 pub mod invoke;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod operations;
 pub mod platform;
 pub mod providers;
+pub mod queue;
 pub mod runs;
 pub mod sessions;
 pub mod threads;
@@ -76,11 +78,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(gateway::router())
         .merge(metrics::router())
         .merge(webhooks::router())
+        .merge(queue::router())
         .split_for_parts();
 
     // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi.clone()))
         .merge(SwaggerUi::new("/swagger-ui").url("/api-doc/openapi.json", openapi))
+        .merge(console::router())
         .fallback(|| async { Error::route_not_found() })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::StoreConfig;
 
 pub mod agents;
+pub mod backlog;
 pub mod keys;
 pub mod models;
 pub mod operations;

@@ -2,6 +2,8 @@
 //! One test binary; each test starts its own API process with its own database.
 
 mod auth;
+mod cli;
+mod console;
 mod errors;
 mod fairness;
 mod faults;
