@@ -25,6 +25,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// An optional JSON body: an empty body is `None`; anything else must be JSON.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let json = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| Error::PayloadTooLarge)?;
+        match (bytes.is_empty(), json) {
+            (true, _) => Ok(Self(None)),
+            (false, false) => Err(Error::UnsupportedMediaType),
+            (false, true) => parse_json(&bytes).map(|body| Self(Some(body))),
+        }
+    }
+}
+
 /// A JSON body together with the SHA-256 of its bytes (to recognise a retried request).
 pub struct HashedJson<T>(pub T, pub [u8; 32]);
 

@@ -11,7 +11,7 @@
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
-//! - [`webhook`] — checking a webhook URL against the outbound address rules.
+//! - [`outbound`] — checking a URL a client gives (webhook, tool) against the outbound address rules.
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`request`] — run request bodies and their conversion into run inputs.
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
@@ -36,12 +36,12 @@ pub mod error;
 pub mod extract;
 pub mod live;
 pub mod observe;
+pub mod outbound;
 pub mod ratelimit;
 pub mod request;
 pub mod routes;
 pub mod state;
 pub mod submit;
-pub mod webhook;
 
 use crate::config::ApiConfig;
 use crate::state::AppState;

@@ -439,7 +439,8 @@ type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
 
 /// Sends the events after `last`; returns `true` once the terminal event and `[DONE]` went out.
 /// A client that already has the terminal event (it resumed at or past the end) gets `[DONE]`
-/// alone. `Err` means the client went away.
+/// alone, unless that event only paused the run for a person: then it waits for the rest.
+/// `Err` means the client went away.
 async fn deliver(
     tx: &Tx,
     framing: &mut Framing,
@@ -447,7 +448,7 @@ async fn deliver(
     events: impl IntoIterator<Item = Event>,
 ) -> Result<bool, ()> {
     for event in events {
-        let terminal = event.is_terminal();
+        let terminal = event.is_terminal() && (event.seq > *last || !event.is_pause());
         if event.seq > *last {
             *last = event.seq;
             if let Some(frame) = framing.frame(&event) {

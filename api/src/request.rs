@@ -58,6 +58,8 @@ pub struct TurnFields {
     pub metadata: Option<Value>,
     /// Time limit of the run from its first start, in milliseconds (default from the server).
     pub timeout_ms: Option<u32>,
+    /// Who the run acts for, sent to tools as `X-End-User-ID` (the header of that name works too).
+    pub user: Option<String>,
 }
 
 /// Request-wide settings every run of a request shares.
@@ -103,6 +105,10 @@ impl TurnFields {
             Some(id) => Some(ThreadId::parse(&format!("{field}thread_id"), &id)?),
             None => None,
         };
+        let end_user_id = self.user.or_else(|| defaults.user.clone());
+        if end_user_id.as_ref().is_some_and(|u| u.is_empty() || u.len() > 256) {
+            return Err(Error::invalid(format!("{field}user"), "must be 1-256 characters"));
+        }
         let metadata = self.metadata.or_else(|| defaults.metadata.clone()).unwrap_or_else(|| json!({}));
         if !metadata.is_object() {
             return Err(Error::invalid(format!("{field}metadata"), "must be an object"));
@@ -121,6 +127,7 @@ impl TurnFields {
             cancel_on_disconnect: options.cancel_on_disconnect,
             timeout_ms,
             webhook_url: None,
+            end_user_id,
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct RunInput {
     /// Where the run's completion is posted (signed with the workspace's default secret);
     /// checked by [`crate::outbound::check`] before it gets here.
     pub webhook_url: Option<String>,
+    /// Who the run acts for (`X-End-User-ID`, or the body's `user`).
+    pub end_user_id: Option<String>,
 }
 
 /// An agent with its deployed version, its provider's presence and its workspace's cap: all
@@ -144,6 +146,7 @@ impl Target {
             cancel_on_disconnect: input.cancel_on_disconnect,
             timeout_ms: input.timeout_ms,
             webhook_url: input.webhook_url,
+            end_user_id: input.end_user_id,
         })
     }
 }

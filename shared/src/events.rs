@@ -40,6 +40,20 @@ pub enum Part {
         tool_call_id: String,
         output: Value,
     },
+    /// The tool failed (timeout, non-2xx, refused address); the model is told the error.
+    ToolOutputError {
+        tool_call_id: String,
+        error_text: String,
+    },
+    /// The call waits for a person: `POST /v1/approvals/{approvalId}/approve` or `/deny`.
+    ToolApprovalRequest {
+        approval_id: String,
+        tool_call_id: String,
+    },
+    /// A person denied the call (or its approval expired); the model is told so.
+    ToolOutputDenied {
+        tool_call_id: String,
+    },
     FinishStep,
     Finish {
         message_metadata: Value,
@@ -86,6 +100,12 @@ impl Event {
         is_terminal_json(&self.data)
     }
 
+    /// Whether this ends a segment of a run that waits for a person (`finish` with status
+    /// `requires_action`): the run's log goes on once the wait is over.
+    pub fn is_pause(&self) -> bool {
+        self.data.starts_with("{\"type\":\"finish\"") && self.data.contains("\"status\":\"requires_action\"")
+    }
+
     /// Pub/sub payload: `<seq> <json>`.
     pub fn to_message(&self) -> String {
         format!("{} {}", self.seq, self.data)
@@ -121,6 +141,12 @@ impl RunKeys {
 /// The channel workers listen on for control messages (`cancel <run id>`).
 pub fn control_channel(prefix: &str) -> String {
     format!("{prefix}:control")
+}
+
+/// Keeps the run's log past a pause's `finish` (which set its expiry): a run waiting for a person
+/// continues the same log when it resumes.
+pub async fn keep(conn: &mut impl ConnectionLike, keys: &RunKeys) -> redis::RedisResult<()> {
+    redis::cmd("PERSIST").arg(&keys.log).query_async(conn).await
 }
 
 /// Appends events to the log and, when `publish`, announces them live; one round trip.

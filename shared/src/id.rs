@@ -112,6 +112,10 @@ ids! {
     DeliveryId => "dlv_",
     /// A webhook event (the `webhook-id` header), the same across retries.
     EventId => "evt_",
+    /// A workspace's HTTP tool.
+    ToolId => "tool_",
+    /// A tool call waiting for (or decided by) a person.
+    ApprovalId => "apr_",
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ pub struct WorkerConfig {
     /// (5 s → 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), with jitter, or the receiver's `Retry-After`.
     #[arg(long, env = "RUNQ_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
     pub webhook_retry_base_ms: u64,
+    /// How long a tool call waits for a person's approval before it counts as denied.
+    #[arg(long, env = "RUNQ_APPROVAL_TTL_MS", default_value_t = 86_400_000)]
+    pub approval_ttl_ms: u64,
 
     #[command(flatten)]
     pub store: StoreConfig,

@@ -47,6 +47,11 @@ impl Emitter {
         Ok(event)
     }
 
+    /// Keeps the log past a pause's `finish`: the run continues it when it resumes.
+    pub async fn keep(&mut self) -> redis::RedisResult<()> {
+        events::keep(&mut self.conn, &self.keys).await
+    }
+
     pub async fn announce(&mut self, event: &Event) -> redis::RedisResult<()> {
         events::publish(&mut self.conn, &self.keys, std::slice::from_ref(event)).await
     }

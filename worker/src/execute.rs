@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use runq_shared::broker::Broker;
-use runq_shared::chat::{ChatMessage, Usage};
+use runq_shared::chat::{ChatMessage, Role, ToolCall, Usage};
 use runq_shared::crypto::MasterKey;
-use runq_shared::db::runs::{self, Claimed, Finish, status};
+use runq_shared::db::approvals::{self, NewApproval};
+use runq_shared::db::runs::{self, Claimed, Finish, Progress, status};
 use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
 use runq_shared::id::RunId;
@@ -22,7 +23,7 @@ use tracing::Instrument;
 use crate::control::{Registry, Stop};
 use crate::emit::Emitter;
 use crate::provider::{ChatRequest, Provider, ProviderConfig, ProviderError, ProviderEvent};
-use crate::tools;
+use crate::tools::{CallContext, Toolbox};
 
 /// What every run execution shares.
 pub struct Ctx {
@@ -39,6 +40,10 @@ pub struct Ctx {
     pub registry: Arc<Registry>,
     /// Woken when a run ends, so its webhook goes out without waiting for the next poll.
     pub webhooks_due: Arc<tokio::sync::Notify>,
+    /// How long a tool call waits for a person before it counts as denied.
+    pub approval_ttl: Duration,
+    /// Let HTTP tools reach loopback and private addresses (`RUNQ_ALLOW_PRIVATE_TARGETS`).
+    pub allow_private_targets: bool,
 }
 
 /// How failed provider calls are retried within an attempt.
@@ -117,6 +122,8 @@ struct Execution<'a> {
     messages: Vec<ChatMessage>,
     /// Index in `messages` where this run's own turn starts (what the thread keeps).
     turn_start: usize,
+    /// Index in `messages` where the run's progress starts (its tool steps after its input).
+    progress_start: usize,
     usage: Usage,
     first_token_at: Option<DateTime<Utc>>,
     text_parts: u32,
@@ -137,6 +144,8 @@ enum Outcome {
     TimedOut,
     /// The worker is shutting down: another worker continues the run.
     HandBack,
+    /// Tool calls wait for a person: the run is `requires_action` until they are decided.
+    Paused(Vec<NewApproval>),
 }
 
 impl<'a> Execution<'a> {
@@ -148,6 +157,9 @@ impl<'a> Execution<'a> {
         messages.extend(claimed.history.0.iter().cloned());
         let turn_start = messages.len();
         messages.extend(claimed.input.0.iter().cloned());
+        let progress_start = messages.len();
+        let progress = claimed.progress.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+        messages.extend(progress.messages);
         Ok(Self {
             ctx,
             emitter: Emitter::new(conn, keys, last_seq),
@@ -156,7 +168,8 @@ impl<'a> Execution<'a> {
             cap,
             messages,
             turn_start,
-            usage: Usage::default(),
+            progress_start,
+            usage: progress.usage,
             first_token_at: None,
             text_parts: 0,
             started: Instant::now(),
@@ -192,6 +205,7 @@ impl<'a> Execution<'a> {
         };
         match outcome {
             Outcome::HandBack => self.hand_back().await,
+            Outcome::Paused(approvals) => self.pause(approvals).await,
             outcome => self.finish(outcome).await,
         }
     }
@@ -228,7 +242,8 @@ impl<'a> Execution<'a> {
         ))
     }
 
-    /// Calls the model until it answers without tool calls, or `max_steps` is spent.
+    /// Calls the model until it answers without tool calls, or `max_steps` is spent. A run
+    /// resumed after a pause first answers the calls it paused on.
     async fn steps(&mut self) -> anyhow::Result<Outcome> {
         let provider = match self.provider() {
             Ok(p) => p,
@@ -238,8 +253,17 @@ impl<'a> Execution<'a> {
         };
         let mut parameters = self.claimed.version_parameters.0.clone();
         parameters.extend(self.claimed.parameters.0.clone());
-        let tool_specs = tools::specs(&self.claimed.tools);
+        let toolbox = Toolbox::new(&self.claimed.tools, std::mem::take(&mut self.claimed.http_tools.0));
+        let tool_specs = toolbox.specs();
 
+        if !self.unanswered_calls().is_empty() {
+            self.emitter.emit(&Part::StartStep);
+            if let Some(paused) = self.answer_calls(&toolbox).await? {
+                return Ok(paused);
+            }
+            self.emitter.emit(&Part::FinishStep);
+            self.emitter.flush().await?;
+        }
         for _ in 0..self.claimed.max_steps {
             self.emitter.emit(&Part::StartStep);
             let request = ChatRequest {
@@ -259,18 +283,16 @@ impl<'a> Execution<'a> {
                 self.messages.push(ChatMessage::assistant(text.clone()));
                 return Ok(Outcome::Completed(text));
             }
-            self.messages.push(ChatMessage::assistant_with_tool_calls(text, calls.clone()));
-            for call in calls {
+            for call in &calls {
                 self.emitter.emit(&Part::ToolInputAvailable {
                     tool_call_id: call.id.clone(),
                     tool_name: call.name.clone(),
                     input: call.arguments.clone(),
                 });
-                let output = tools::run(&call.name, &self.claimed.tools);
-                let outcome = if output.get("error").is_some() { "error" } else { "ok" };
-                metrics::counter!(m::TOOL_CALLS_TOTAL, "outcome" => outcome).increment(1);
-                self.emitter.emit(&Part::ToolOutputAvailable { tool_call_id: call.id.clone(), output: output.clone() });
-                self.messages.push(ChatMessage::tool_result(call.id, output.to_string()));
+            }
+            self.messages.push(ChatMessage::assistant_with_tool_calls(text, calls));
+            if let Some(paused) = self.answer_calls(&toolbox).await? {
+                return Ok(paused);
             }
             self.emitter.emit(&Part::FinishStep);
             self.emitter.flush().await?;
@@ -279,6 +301,119 @@ impl<'a> Execution<'a> {
             code: "max_steps_exceeded",
             message: format!("the agent was still calling tools after {} steps", self.claimed.max_steps),
         })
+    }
+
+    /// The tool calls of the last assistant message that have no result yet.
+    fn unanswered_calls(&self) -> Vec<ToolCall> {
+        let Some(at) = self.messages.iter().rposition(|m| m.role == Role::Assistant) else { return Vec::new() };
+        let answered: Vec<&str> = self.messages[at + 1..].iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+        self.messages[at].tool_calls.iter().filter(|call| !answered.contains(&call.id.as_str())).cloned().collect()
+    }
+
+    /// Answers the unanswered tool calls in order. A call needing approval runs once approved,
+    /// is answered with the denial once denied or expired, and pauses the run while undecided
+    /// (the calls after it still run). A remote call's result is recorded at once, so no attempt
+    /// makes it again.
+    async fn answer_calls(&mut self, toolbox: &Toolbox) -> anyhow::Result<Option<Outcome>> {
+        let calls = self.unanswered_calls();
+        let decisions = if calls.iter().any(|c| toolbox.requires_approval(&c.name)) {
+            approvals::of_run(&self.ctx.db, self.claimed.id).await?
+        } else {
+            Vec::new()
+        };
+        let mut waiting = Vec::new();
+        for call in calls {
+            if toolbox.requires_approval(&call.name) {
+                match decisions.iter().find(|a| a.tool_call_id == call.id) {
+                    Some(decided) if decided.status == "approved" => {}
+                    Some(pending) if pending.status == "pending" => {
+                        waiting.push(NewApproval {
+                            id: pending.id,
+                            ..NewApproval::new(&call.id, &call.name, &call.arguments)
+                        });
+                        continue;
+                    }
+                    Some(denied) => {
+                        self.emitter.emit(&Part::ToolOutputDenied { tool_call_id: call.id.clone() });
+                        let reason = denied.reason.as_deref().unwrap_or("a person denied this call");
+                        let output = json!({"error": "the call was denied", "reason": reason});
+                        self.messages.push(ChatMessage::tool_result(call.id, output.to_string()));
+                        self.save_progress().await?;
+                        continue;
+                    }
+                    None => {
+                        waiting.push(NewApproval::new(&call.id, &call.name, &call.arguments));
+                        continue;
+                    }
+                }
+            }
+            let context = CallContext {
+                run: self.claimed.id,
+                thread: &self.claimed.thread_id,
+                end_user: self.claimed.end_user_id.as_deref(),
+                master_key: &self.ctx.master_key,
+                allow_private_targets: self.ctx.allow_private_targets,
+            };
+            let answer = toolbox.call(&context, &call).await;
+            let outcome = if answer.is_ok() { "ok" } else { "error" };
+            metrics::counter!(m::TOOL_CALLS_TOTAL, "outcome" => outcome).increment(1);
+            let result = match answer {
+                Ok(output) => {
+                    self.emitter
+                        .emit(&Part::ToolOutputAvailable { tool_call_id: call.id.clone(), output: output.clone() });
+                    output
+                }
+                Err(error) => {
+                    tracing::info!(tool = call.name, error, "tool call failed");
+                    self.emitter
+                        .emit(&Part::ToolOutputError { tool_call_id: call.id.clone(), error_text: error.clone() });
+                    json!({"error": error})
+                }
+            };
+            self.messages.push(ChatMessage::tool_result(call.id, result.to_string()));
+            if toolbox.is_remote(&call.name) {
+                self.emitter.flush().await?;
+                self.save_progress().await?;
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        for approval in &waiting {
+            self.emitter.emit(&Part::ToolApprovalRequest {
+                approval_id: approval.id.to_string(),
+                tool_call_id: approval.tool_call_id.clone(),
+            });
+        }
+        Ok(Some(Outcome::Paused(waiting)))
+    }
+
+    fn progress(&self) -> Progress {
+        Progress { messages: self.messages[self.progress_start..].to_vec(), usage: self.usage }
+    }
+
+    async fn save_progress(&self) -> anyhow::Result<()> {
+        Ok(runs::save_progress(&self.ctx.db, self.claimed.id, self.claimed.attempt, &self.progress()).await?)
+    }
+
+    /// Leaves the run waiting for people: its stream ends (`finish` with status
+    /// `requires_action`), no worker holds it, and an approval or denial puts it back on the queue.
+    async fn pause(mut self, approvals: Vec<NewApproval>) -> anyhow::Result<()> {
+        self.emitter.emit(&Part::FinishStep);
+        let usage = json!({"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens});
+        let terminal = Part::Finish { message_metadata: json!({"usage": usage, "status": status::REQUIRES_ACTION}) };
+        let terminal = self.emitter.append_terminal(&terminal).await?;
+        self.emitter.keep().await?;
+        let log = events::log_json(&self.emitter.log().await?);
+        let (run, attempt) = (self.claimed.id, self.claimed.attempt);
+        let ttl = self.ctx.approval_ttl;
+        if !runs::pause(&self.ctx.db, run, attempt, &self.progress(), &log, &approvals, ttl).await? {
+            tracing::warn!("attempt superseded: its lease expired and another worker took the run");
+            return Ok(());
+        }
+        self.emitter.announce(&terminal).await?;
+        tracing::info!(approvals = approvals.len(), "run waits for approval");
+        Ok(())
     }
 
     /// A provider call, retried on rate limits, server errors, timeouts and dropped connections.
@@ -401,7 +536,7 @@ impl<'a> Execution<'a> {
                 let error = json!({"code": "timed_out", "message": message});
                 (status::TIMED_OUT, None, Some(error), Part::Error { error_text: message })
             }
-            Outcome::HandBack => unreachable!("a handed-back run does not finish here"),
+            Outcome::HandBack | Outcome::Paused(_) => unreachable!("a handed-back or paused run does not finish here"),
         };
         let terminal = self.emitter.append_terminal(&terminal).await?;
         let log = events::log_json(&self.emitter.log().await?);

@@ -12,6 +12,7 @@
 //! - [`execute`] — one run, from claim to recorded outcome.
 //! - [`emit`] — event numbering and batched publishing.
 //! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
+//! - [`outbound`] — the client for calls made on a user's behalf (tools, webhooks).
 //! - [`tools`] — the built-in tools.
 //! - [`reconcile`] — lease renewal and the reconciler.
 //! - [`webhooks`] — sending webhook deliveries, with retries.
@@ -33,6 +34,7 @@ pub mod control;
 pub mod emit;
 pub mod execute;
 pub mod observe;
+pub mod outbound;
 pub mod provider;
 pub mod reconcile;
 pub mod tools;
@@ -92,6 +94,8 @@ impl Worker {
                 },
                 registry: Arc::default(),
                 webhooks_due: Arc::default(),
+                approval_ttl: Duration::from_millis(config.approval_ttl_ms),
+                allow_private_targets: config.outbound.allow_private_targets,
             }),
             redis_client: redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),

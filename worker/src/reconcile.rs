@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runq_shared::cancel;
+use runq_shared::db::approvals;
 use runq_shared::db::runs::{self, Lost, Requeued, status};
 use runq_shared::events::Part;
 use runq_shared::queue::{self, Job};
@@ -59,13 +60,19 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
     }
     let expired = runs::requeue_expired(&ctx.claims, PASS_LIMIT).await?;
     let stale = runs::requeue_stale(&ctx.claims, requeue_after, PASS_LIMIT).await?;
-    if expired.is_empty() && stale.is_empty() {
+    // approvals nobody decided in time count as denied; their runs go on
+    let undecided = approvals::expire(&ctx.db, PASS_LIMIT).await?;
+    if expired.is_empty() && stale.is_empty() && undecided.is_empty() {
         return Ok(());
     }
-    tracing::info!(expired = expired.len(), stale = stale.len(), "re-enqueueing runs");
-    metrics::counter!(runq_shared::metrics::RECONCILER_REQUEUED_TOTAL).increment((expired.len() + stale.len()) as u64);
-    let jobs: Vec<Job> =
-        expired.iter().chain(&stale).map(|r: &Requeued| Job::new(r.id, r.workspace_id, r.cap)).collect();
+    tracing::info!(expired = expired.len(), stale = stale.len(), undecided = undecided.len(), "re-enqueueing runs");
+    let jobs: Vec<Job> = expired
+        .iter()
+        .chain(&stale)
+        .map(|r: &Requeued| Job::new(r.id, r.workspace_id, r.cap))
+        .chain(undecided.iter().map(|r| Job::new(r.run, r.workspace, r.cap)))
+        .collect();
+    metrics::counter!(runq_shared::metrics::RECONCILER_REQUEUED_TOTAL).increment(jobs.len() as u64);
     queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &jobs).await?;
     Ok(())
 }

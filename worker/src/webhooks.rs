@@ -116,11 +116,7 @@ async fn attempt(ctx: &Ctx, settings: &Settings, due: &Due) -> anyhow::Result<(A
             });
         }
     };
-    let client = reqwest::Client::builder()
-        .resolve_to_addrs(&checked.host, &checked.addrs)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
-        .build()?;
+    let client = crate::outbound::client(&checked, TIMEOUT)?;
     let id = due.event_id.to_string();
     let timestamp = chrono::Utc::now().timestamp();
     let response = client

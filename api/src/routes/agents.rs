@@ -204,9 +204,6 @@ async fn create_version(
     Path(id): Path<String>,
     Json(body): Json<CreateVersion>,
 ) -> Result<(StatusCode, JsonResponse<Version>)> {
-    if let Some(unknown) = body.tools.iter().find(|t| !domain::is_builtin_tool(t)) {
-        return Err(Error::invalid("tools", format!("unknown tool {unknown:?}; see GET /v1/tools")));
-    }
     let max_steps = body.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
     if !(1..=64).contains(&max_steps) {
         return Err(Error::invalid("max_steps", "must be between 1 and 64"));

@@ -62,7 +62,13 @@ async fn get(
     Ok(JsonResponse(approvals::get(&state.db, auth.workspace_id, id).await?))
 }
 
-async fn decide(state: &AppState, auth: &Caller, id: ApprovalId, decision: Decision, body: DecisionBody) -> Result<Approval> {
+async fn decide(
+    state: &AppState,
+    auth: &Caller,
+    id: ApprovalId,
+    decision: Decision,
+    body: DecisionBody,
+) -> Result<Approval> {
     let workspace = auth.0.workspace_id;
     let hash = body.payload_hash.as_deref();
     let (approval, resumed) =

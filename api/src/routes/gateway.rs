@@ -55,7 +55,7 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
-    /// The end user, recorded with the run (`metadata.end_user_id`).
+    /// The end user the run acts for (sent to tools as `X-End-User-ID`).
     user: Option<String>,
     /// Refused when not empty: agents call the tools their version names.
     #[schema(value_type = Option<Vec<Object>>)]
@@ -114,8 +114,7 @@ impl ChatCompletionRequest {
             })
             .collect::<Result<_, _>>()?;
         let parameters = self.parameters.into_iter().filter(|(k, _)| PASSED_PARAMETERS.contains(&k.as_str())).collect();
-        let metadata = self.user.map(|user| json!({"end_user_id": user}));
-        Ok(TurnFields { messages: Some(messages), parameters, metadata, ..TurnFields::default() })
+        Ok(TurnFields { messages: Some(messages), parameters, user: self.user, ..TurnFields::default() })
     }
 }
 

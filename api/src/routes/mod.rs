@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub mod agents;
+pub mod approvals;
 pub mod console;
 pub mod gateway;
 pub mod health;
@@ -79,6 +80,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(metrics::router())
         .merge(webhooks::router())
         .merge(queue::router())
+        .merge(approvals::router())
         .split_for_parts();
 
     // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`

@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use runq_shared::db::agents;
+use runq_shared::db::approvals::{self, Approval};
 use runq_shared::db::keys::KeyAuth;
 use runq_shared::db::runs::{self, Cancel, RunFilter, RunRecord};
 use runq_shared::domain::AgentRef;
@@ -63,6 +64,9 @@ pub struct RunObject {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// While `requires_action`: the tool calls waiting for a person.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<Approval>,
 }
 
 impl From<RunRecord> for RunObject {
@@ -90,6 +94,7 @@ impl From<RunRecord> for RunObject {
             created_at: run.created_at,
             started_at: run.started_at,
             finished_at: run.finished_at,
+            pending_approvals: Vec::new(),
         }
     }
 }
@@ -139,9 +144,12 @@ async fn run_on(
 ) -> Result<Response> {
     let idempotency = submit::idempotency(&headers, hash)?;
     let webhook = match body.webhook.take() {
-        Some(url) => Some(crate::webhook::check_url(&state, "webhook", &url).await?),
+        Some(url) => Some(crate::outbound::check_url(&state, "webhook", &url).await?),
         None => None,
     };
+    if let Some(user) = headers.get("x-end-user-id").and_then(|v| v.to_str().ok()) {
+        body.turn.user.get_or_insert_with(|| user.to_owned());
+    }
     let mut plan = body.plan(&headers, route, &state.limits)?;
     plan.webhook_url = webhook;
     Ok(respond(submit::submit(&state, auth.workspace_id, plan, idempotency).await?))
@@ -219,7 +227,12 @@ async fn get(
     Caller(auth): Caller,
     Path(id): Path<RunId>,
 ) -> Result<JsonResponse<RunObject>> {
-    Ok(JsonResponse(runs::get(&state.db, auth.workspace_id, id).await?.into()))
+    let mut run = RunObject::from(runs::get(&state.db, auth.workspace_id, id).await?);
+    if run.status == runs::status::REQUIRES_ACTION {
+        run.pending_approvals = approvals::of_run(&state.db, run.id).await?;
+        run.pending_approvals.retain(|a| a.status == "pending");
+    }
+    Ok(JsonResponse(run))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

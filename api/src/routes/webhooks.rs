@@ -53,7 +53,7 @@ async fn create(
     if body.events.is_empty() {
         return Err(Error::invalid("events", "must name at least one event"));
     }
-    let url = crate::webhook::check_url(&state, "url", &body.url).await?;
+    let url = crate::outbound::check_url(&state, "url", &body.url).await?;
     let secret = SigningSecret::generate();
     let sealed = state.master_key.seal(secret.expose().as_bytes());
     let endpoint = webhooks::create(&state.db, auth.workspace_id, &url, &body.events, &sealed).await?;

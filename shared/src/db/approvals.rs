@@ -110,22 +110,6 @@ pub enum Decision {
 const COLUMNS: &str =
     "id, run_id, tool_call_id, tool_name, arguments, payload_hash, status, reason, expires_at, decided_at, created_at";
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn the_payload_hash_does_not_depend_on_key_order_or_spacing() {
-        let a = payload_hash(&json!({"b": 1, "a": {"y": [1, 2], "x": "é"}}));
-        let b = payload_hash(&serde_json::from_str(r#"{ "a": {"x": "é", "y": [1,2]}, "b": 1 }"#).unwrap());
-        assert_eq!(a, b);
-        // sha256 of `{"a":1}`
-        assert_eq!(payload_hash(&json!({"a": 1})), "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862");
-    }
-}
-
 fn not_found() -> Error {
     Error::NotFound { code: "approval_not_found", message: "Approval not found" }
 }
@@ -245,4 +229,20 @@ pub async fn expire(db: &PgPool, limit: i64) -> Result<Vec<Resumed>> {
     }
     tx.commit().await?;
     Ok(resumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_payload_hash_does_not_depend_on_key_order_or_spacing() {
+        let a = payload_hash(&json!({"b": 1, "a": {"y": [1, 2], "x": "é"}}));
+        let b = payload_hash(&serde_json::from_str(r#"{ "a": {"x": "é", "y": [1,2]}, "b": 1 }"#).unwrap());
+        assert_eq!(a, b);
+        // sha256 of `{"a":1}`
+        assert_eq!(payload_hash(&json!({"a": 1})), "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862");
+    }
 }

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::config::StoreConfig;
 
 pub mod agents;
+pub mod approvals;
 pub mod backlog;
 pub mod keys;
 pub mod models;
@@ -20,6 +21,7 @@ pub mod providers;
 pub mod runs;
 pub mod sessions;
 pub mod threads;
+pub mod tools;
 pub mod versions;
 pub mod webhooks;
 pub mod workspaces;

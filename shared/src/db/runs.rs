@@ -4,27 +4,32 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool};
 
 use crate::chat::{ChatMessage, Usage};
 use crate::db::Paged;
+use crate::db::approvals::NewApproval;
+use crate::db::tools::ToolDef;
 use crate::domain::Page;
-use crate::id::{AgentId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
+use crate::id::{AgentId, ApprovalId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
 use crate::{Error, Result};
 
-/// Run statuses. `queued → running → completed | failed | cancelled | timed_out`.
+/// Run statuses. `queued → running → completed | failed | cancelled | timed_out`; a run whose
+/// tool call waits for a person is `requires_action` until it is decided (then `queued` again).
 pub mod status {
     pub const QUEUED: &str = "queued";
     pub const RUNNING: &str = "running";
+    pub const REQUIRES_ACTION: &str = "requires_action";
     pub const COMPLETED: &str = "completed";
     pub const FAILED: &str = "failed";
     pub const CANCELLED: &str = "cancelled";
     pub const TIMED_OUT: &str = "timed_out";
 
     pub fn is_terminal(status: &str) -> bool {
-        !matches!(status, QUEUED | RUNNING)
+        !matches!(status, QUEUED | RUNNING | REQUIRES_ACTION)
     }
 }
 
@@ -87,6 +92,8 @@ pub struct NewRun {
     pub timeout_ms: i32,
     /// The request's `webhook` URL, posted to when the run ends.
     pub webhook_url: Option<String>,
+    /// Who the run acts for (sent to tools as `X-End-User-ID`).
+    pub end_user_id: Option<String>,
 }
 
 /// Inserts runs, creating the threads they name, in one statement (a 10,000-item batch is one
@@ -110,19 +117,21 @@ pub async fn insert_many(
     let cancel: Vec<bool> = runs.iter().map(|r| r.cancel_on_disconnect).collect();
     let timeouts: Vec<i32> = runs.iter().map(|r| r.timeout_ms).collect();
     let webhooks: Vec<Option<&str>> = runs.iter().map(|r| r.webhook_url.as_deref()).collect();
+    let end_users: Vec<Option<&str>> = runs.iter().map(|r| r.end_user_id.as_deref()).collect();
     sqlx::query(
         "with new_threads as (
              insert into threads (workspace_id, id)
              select distinct $1::uuid, t from unnest($6::text[]) as t
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
-                           prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url)
+                           prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url,
+                           end_user_id)
          select r.id, $1, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude, r.input,
-                r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url
+                r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[])
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[])
               as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
-                   agent_id, version_id, webhook_url)",
+                   agent_id, version_id, webhook_url, end_user_id)",
     )
     .bind(workspace)
     .bind(&agents)
@@ -138,6 +147,7 @@ pub async fn insert_many(
     .bind(&cancel)
     .bind(&timeouts)
     .bind(&webhooks)
+    .bind(&end_users)
     .execute(db)
     .await?;
     Ok(())
@@ -162,6 +172,18 @@ pub struct Claimed {
     pub base_url: String,
     pub api_key_sealed: Option<Vec<u8>>,
     pub deadline_at: DateTime<Utc>,
+    /// What earlier attempts did that must not be done again (tool steps), if anything.
+    pub progress: Option<Json<Progress>>,
+    pub end_user_id: Option<String>,
+    /// The workspace tools the version names.
+    pub http_tools: Json<Vec<ToolDef>>,
+}
+
+/// A run's tool steps so far: the messages after its input, and the tokens they cost.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub messages: Vec<ChatMessage>,
+    pub usage: Usage,
 }
 
 const CLAIM: &str = "with claimed as (
@@ -172,12 +194,21 @@ const CLAIM: &str = "with claimed as (
            and not exists (
                select 1 from runs earlier
                where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
-                 and earlier.status in ('queued', 'running')
+                 and earlier.status in ('queued', 'running', 'requires_action')
                  and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
            and ($4::int is null or (select count(*) from runs busy
                                     where busy.workspace_id = runs.workspace_id and busy.status = 'running') < $4)
-         returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at)
+         returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at,
+                   progress, end_user_id)
      select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
+            c.progress, c.end_user_id,
+            coalesce((select jsonb_agg(jsonb_build_object(
+                          'name', t.name, 'description', t.description, 'parameters', t.parameters, 'url', t.url,
+                          'method', t.method, 'headers', t.headers, 'auth_header', t.auth_header,
+                          'auth_value_sealed', encode(t.auth_value_sealed, 'hex'), 'timeout_ms', t.timeout_ms,
+                          'requires_approval', t.requires_approval))
+                      from tools t where t.workspace_id = c.workspace_id and t.name = any (v.tools)), '[]')
+                as http_tools,
             coalesce((select jsonb_agg(m.content order by m.run_id, m.id) from messages m
                       where m.workspace_id = c.workspace_id and m.thread_id = c.thread_id), '[]') as history,
             v.parameters as version_parameters, v.model, v.tools, v.max_steps,
@@ -286,6 +317,67 @@ pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> R
     .fetch_optional(db)
     .await?;
     Ok(row.map(|(next,)| next))
+}
+
+/// Records what the run did so far (after a tool result), so a retried attempt does not repeat
+/// it. Changes nothing when `attempt` lost the run.
+pub async fn save_progress(db: &PgPool, run: RunId, attempt: i32, progress: &Progress) -> Result<()> {
+    sqlx::query("update runs set progress = $3 where id = $1 and attempt = $2 and status = 'running'")
+        .bind(run)
+        .bind(attempt)
+        .bind(Json(progress))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Pauses the run on tool calls that need a person (`requires_action`, no lease), with its
+/// progress, its event log so far and the approvals it waits for, in one statement. `false`
+/// when `attempt` no longer holds the run.
+pub async fn pause(
+    db: &PgPool,
+    run: RunId,
+    attempt: i32,
+    progress: &Progress,
+    events: &Value,
+    approvals: &[NewApproval],
+    expires_in: Duration,
+) -> Result<bool> {
+    let ids: Vec<ApprovalId> = approvals.iter().map(|a| a.id).collect();
+    let calls: Vec<&str> = approvals.iter().map(|a| a.tool_call_id.as_str()).collect();
+    let names: Vec<&str> = approvals.iter().map(|a| a.tool_name.as_str()).collect();
+    let arguments: Vec<Json<&Value>> = approvals.iter().map(|a| Json(&a.arguments)).collect();
+    let hashes: Vec<&str> = approvals.iter().map(|a| a.payload_hash.as_str()).collect();
+    let expires_ms = i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX);
+    let row: Option<(RunId,)> = sqlx::query_as(
+        "with paused as (
+             update runs set status = 'requires_action', progress = $3, events = $4,
+                    lease_owner = null, lease_expires_at = null
+             where id = $1 and attempt = $2 and status = 'running'
+             returning id, workspace_id),
+         asked as (
+             insert into approvals (id, workspace_id, run_id, tool_call_id, tool_name, arguments, payload_hash,
+                                    expires_at)
+             select a.id, paused.workspace_id, paused.id, a.call, a.name, a.arguments, a.hash,
+                    now() + $10 * interval '1 millisecond'
+             from paused, unnest($5::uuid[], $6::text[], $7::text[], $8::jsonb[], $9::text[])
+                  as a(id, call, name, arguments, hash)
+             on conflict (run_id, tool_call_id) do nothing)
+         select id from paused",
+    )
+    .bind(run)
+    .bind(attempt)
+    .bind(Json(progress))
+    .bind(Json(events))
+    .bind(&ids)
+    .bind(&calls)
+    .bind(&names)
+    .bind(&arguments)
+    .bind(&hashes)
+    .bind(expires_ms)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some())
 }
 
 pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) -> Result<RunRecord> {
@@ -457,9 +549,9 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
         "with before as (select id, status from runs where id = $1 and workspace_id = $2 for update)
          update runs set
              cancel_requested_at = coalesce(cancel_requested_at, now()),
-             status = case when before.status = 'queued' then 'cancelled' else runs.status end,
-             finished_at = case when before.status = 'queued' then now() else runs.finished_at end,
-             error = case when before.status = 'queued'
+             status = case when before.status in ('queued', 'requires_action') then 'cancelled' else runs.status end,
+             finished_at = case when before.status in ('queued', 'requires_action') then now() else runs.finished_at end,
+             error = case when before.status in ('queued', 'requires_action')
                           then '{\"code\": \"cancelled\", \"message\": \"the run was cancelled\"}'::jsonb
                           else runs.error end
          from before where runs.id = before.id
@@ -471,7 +563,7 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
     .await?;
     match row {
         None => Err(Error::NotFound { code: "run_not_found", message: "Run not found" }),
-        Some((before,)) if before == status::QUEUED => Ok(Cancel::Cancelled),
+        Some((before,)) if before == status::QUEUED || before == status::REQUIRES_ACTION => Ok(Cancel::Cancelled),
         Some((before,)) if before == status::RUNNING => Ok(Cancel::Cancelling),
         Some(_) => Ok(Cancel::Finished),
     }

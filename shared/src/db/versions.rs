@@ -84,6 +84,7 @@ pub(crate) async fn insert(
     agent: AgentId,
     new: NewVersion,
 ) -> Result<Version> {
+    crate::db::tools::check_names(&mut **tx, workspace, "tools", &new.tools).await?;
     let provider = crate::db::providers::get(&mut **tx, workspace, &new.provider).await?;
     let mut version: Version = sqlx::query_as(
         "insert into agent_versions

@@ -14,5 +14,6 @@ mod ops;
 mod ratelimit;
 mod reference;
 mod runs;
+mod tools;
 mod tracing;
 mod webhooks;

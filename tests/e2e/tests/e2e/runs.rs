@@ -15,6 +15,9 @@ fn allowed_keys(kind: &str) -> &'static [&'static str] {
             &["type", "toolCallId", "toolName", "input", "providerExecuted", "providerMetadata", "dynamic"]
         }
         "tool-output-available" => &["type", "toolCallId", "output", "providerExecuted", "dynamic", "preliminary"],
+        "tool-output-error" => &["type", "toolCallId", "errorText", "providerExecuted", "dynamic"],
+        "tool-output-denied" => &["type", "toolCallId"],
+        "tool-approval-request" => &["type", "approvalId", "toolCallId"],
         "finish" => &["type", "finishReason", "messageMetadata"],
         "error" => &["type", "errorText"],
         "abort" => &["type", "reason"],

@@ -1,12 +1,12 @@
-//! Webhook URLs from clients, checked against the outbound address rules before anything is
-//! recorded (the worker checks again when it sends: DNS may have changed since).
+//! URLs from clients (webhooks, tools), checked against the outbound address rules before
+//! anything is recorded (the worker checks again when it calls: DNS may have changed since).
 
 use runq_shared::outbound;
 
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-/// Most characters of a webhook URL.
+/// Most characters of a URL.
 const MAX_URL_LEN: usize = 2048;
 
 /// Checks the URL given in `field`; returns it normalised.
