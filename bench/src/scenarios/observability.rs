@@ -53,7 +53,8 @@ async fn measure(stack: &Stack, plan: &Plan, quiet: &str) -> anyhow::Result<Vec<
     let body = json!({"agent_id": AGENT, "prompt": "[[mock tokens=5]] short", "metadata": {"bench": "observability"}});
     let measured = pairs::interleaved(concurrency, n, move |side| {
         let url = if side == Side::Direct { &quiet } else { &logged };
-        let request = http.post(url).header("x-api-key", &key).json(&body);
+        // a JSON client: without `stream: true` the run answers JSON
+        let request = http.post(url).header("x-api-key", &key).header("accept", "application/json").json(&body);
         async move {
             let (elapsed, run) = pairs::time_whole(request, StatusCode::OK).await?;
             ensure!(run["status"] == "completed", "run not completed: {run}");
