@@ -84,16 +84,20 @@ pub fn is_terminal_json(json: &str) -> bool {
     ["{\"type\":\"finish\"", "{\"type\":\"error\"", "{\"type\":\"abort\""].iter().any(|prefix| json.starts_with(prefix))
 }
 
-/// An encoded event: its `seq` and the part as JSON.
+/// An encoded event: its `seq`, when it was emitted, and the part as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
+    /// Milliseconds since the Unix epoch (0 in logs written before events carried it).
+    #[serde(default)]
+    pub at_ms: i64,
     pub data: String,
 }
 
 impl Event {
     pub fn new(seq: u64, part: &Part) -> Self {
-        Self { seq, data: serde_json::to_string(part).expect("parts always serialize") }
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        Self { seq, at_ms, data: serde_json::to_string(part).expect("parts always serialize") }
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -106,18 +110,19 @@ impl Event {
         self.data.starts_with("{\"type\":\"finish\"") && self.data.contains("\"status\":\"requires_action\"")
     }
 
-    /// Pub/sub payload: `<seq> <json>`.
+    /// Pub/sub payload: `<seq> <at_ms> <json>`.
     pub fn to_message(&self) -> String {
-        format!("{} {}", self.seq, self.data)
+        format!("{} {} {}", self.seq, self.at_ms, self.data)
     }
 
     pub fn from_message(message: &str) -> Option<Self> {
-        let (seq, data) = message.split_once(' ')?;
-        Some(Self { seq: seq.parse().ok()?, data: data.to_owned() })
+        let (seq, rest) = message.split_once(' ')?;
+        let (at_ms, data) = rest.split_once(' ')?;
+        Some(Self { seq: seq.parse().ok()?, at_ms: at_ms.parse().ok()?, data: data.to_owned() })
     }
 }
 
-/// A run's log as Postgres keeps it: `[{seq, data}]`.
+/// A run's log as Postgres keeps it: `[{seq, at_ms, data}]`.
 pub fn log_json(events: &[Event]) -> Value {
     serde_json::to_value(events).expect("events always serialize")
 }
@@ -158,7 +163,14 @@ pub async fn append(
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for event in events {
-        pipe.cmd("XADD").arg(&keys.log).arg(format!("0-{}", event.seq)).arg("d").arg(&event.data).ignore();
+        pipe.cmd("XADD")
+            .arg(&keys.log)
+            .arg(format!("0-{}", event.seq))
+            .arg("t")
+            .arg(event.at_ms)
+            .arg("d")
+            .arg(&event.data)
+            .ignore();
         if publish {
             pipe.cmd("PUBLISH").arg(&keys.channel).arg(event.to_message()).ignore();
         }
@@ -185,10 +197,11 @@ pub async fn replay(conn: &mut impl ConnectionLike, keys: &RunKeys, after: u64) 
         redis::cmd("XRANGE").arg(&keys.log).arg(format!("(0-{after}")).arg("+").query_async(conn).await?;
     Ok(entries
         .into_iter()
-        .filter_map(|(id, mut fields)| {
+        .filter_map(|(id, fields)| {
             let seq = id.strip_prefix("0-")?.parse().ok()?;
-            let (_, data) = fields.pop()?;
-            Some(Event { seq, data })
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+            let at_ms = field("t").and_then(|t| t.parse().ok()).unwrap_or(0);
+            Some(Event { seq, at_ms, data: field("d")?.clone() })
         })
         .collect())
 }

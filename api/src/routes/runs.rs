@@ -253,6 +253,8 @@ pub struct EventItem {
     /// The UI message stream part.
     #[schema(value_type = Object)]
     pub data: Value,
+    /// When the worker emitted it.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A page of a run's events; poll again with `?after=next_after`.
@@ -270,7 +272,8 @@ impl EventPage {
             .take(limit)
             .map(|e| {
                 let data: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-                EventItem { seq: e.seq, kind: data["type"].as_str().unwrap_or_default().to_owned(), data }
+                let created_at = (e.at_ms > 0).then(|| DateTime::from_timestamp_millis(e.at_ms)).flatten();
+                EventItem { seq: e.seq, kind: data["type"].as_str().unwrap_or_default().to_owned(), data, created_at }
             })
             .collect();
         let next_after = data.last().map_or(after, |e| e.seq);

@@ -266,7 +266,7 @@ pub struct Finish {
     pub thread_messages: Vec<ChatMessage>,
     pub usage: Usage,
     pub error: Option<Value>,
-    /// The run's whole event log, `[{seq, data}]`.
+    /// The run's whole event log, `[{seq, at_ms, data}]`.
     pub events: Value,
     pub first_token_at: Option<DateTime<Utc>>,
     /// Microseconds between the job's push and the worker taking it.
@@ -389,7 +389,7 @@ pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) ->
         .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })
 }
 
-/// The stored event log of a finished run, `[{seq, data}]`, when Redis no longer has it.
+/// The stored event log of a finished run, `[{seq, at_ms, data}]`, when Redis no longer has it.
 pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Option<Value>> {
     let row: Option<(Option<Json<Value>>,)> =
         sqlx::query_as("select events from runs where id = $1 and workspace_id = $2")

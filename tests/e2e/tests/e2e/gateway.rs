@@ -134,6 +134,7 @@ async fn run_events_page_as_json_for_clients_that_poll() {
     assert_eq!(first["data"][0]["seq"], 1);
     assert_eq!(first["data"][0]["type"], "start");
     assert_eq!(first["data"][0]["data"]["type"], "start");
+    assert!(first["data"][0]["created_at"].as_str().is_some_and(|t| t.starts_with("20")), "{first}");
     assert_eq!(first["next_after"], 2);
     let (_, rest) = stack.app.call(Method::GET, &format!("/v1/runs/{id}/events?after=2&limit=1000"), None).await;
     let rest = rest["data"].as_array().unwrap();
