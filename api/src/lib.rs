@@ -100,7 +100,10 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     db::migrate(&db).await.context("applying migrations")?;
     let broker = Broker::connect(&config.store).context("REDIS_URL")?;
     let hub = live::Hub::start(redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?);
+    // a quarter of the pool writes admissions; the rest serves reads and the other writes
+    let writers = usize::try_from(config.store.db_max_connections / 4).unwrap_or(1).max(1);
     Ok(AppState {
+        admissions: runq_shared::admission::GroupCommit::start(db.clone(), writers),
         db,
         broker,
         master_key: config.store.master_key.expose().clone(),

@@ -18,6 +18,8 @@ use crate::observe::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Writes concurrent admissions together (group commit).
+    pub admissions: runq_shared::admission::GroupCommit,
     pub broker: Broker,
     pub master_key: MasterKey,
     pub auth: Arc<AuthCache>,

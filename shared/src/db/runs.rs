@@ -80,6 +80,7 @@ macro_rules! record_columns {
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: RunId,
+    pub workspace_id: WorkspaceId,
     pub agent_id: AgentId,
     pub version_id: VersionId,
     pub thread_id: String,
@@ -96,15 +97,11 @@ pub struct NewRun {
     pub end_user_id: Option<String>,
 }
 
-/// Inserts runs, creating the threads they name, in one statement (a 10,000-item batch is one
-/// round trip).
-pub async fn insert_many(
-    db: impl PgExecutor<'_>,
-    workspace: WorkspaceId,
-    operation: Option<OperationId>,
-    runs: &[NewRun],
-) -> Result<()> {
+/// Inserts runs (of any workspaces), creating the threads they name, in one statement (a
+/// 10,000-item batch, or a group of concurrent admissions, is one round trip).
+pub async fn insert_many(db: impl PgExecutor<'_>, operation: Option<OperationId>, runs: &[NewRun]) -> Result<()> {
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
+    let workspaces: Vec<WorkspaceId> = runs.iter().map(|r| r.workspace_id).collect();
     let agents: Vec<AgentId> = runs.iter().map(|r| r.agent_id).collect();
     let versions: Vec<VersionId> = runs.iter().map(|r| r.version_id).collect();
     let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
@@ -121,19 +118,19 @@ pub async fn insert_many(
     sqlx::query(
         "with new_threads as (
              insert into threads (workspace_id, id)
-             select distinct $1::uuid, t from unnest($6::text[]) as t
+             select distinct w, t from unnest($1::uuid[], $6::text[]) as x(w, t)
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url,
                            end_user_id)
-         select r.id, $1, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude, r.input,
-                r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
+         select r.id, r.workspace_id, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude,
+                r.input, r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[])
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[], $1::uuid[])
               as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
-                   agent_id, version_id, webhook_url, end_user_id)",
+                   agent_id, version_id, webhook_url, end_user_id, workspace_id)",
     )
-    .bind(workspace)
+    .bind(&workspaces)
     .bind(&agents)
     .bind(&versions)
     .bind(operation)
@@ -351,7 +348,7 @@ pub async fn pause(
     let expires_ms = i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX);
     let row: Option<(RunId,)> = sqlx::query_as(
         "with paused as (
-             update runs set status = 'requires_action', progress = $3, events = $4,
+             update runs set status = 'requires_action', progress = $3, events = $4, usage = $11,
                     lease_owner = null, lease_expires_at = null
              where id = $1 and attempt = $2 and status = 'running'
              returning id, workspace_id),
@@ -375,6 +372,7 @@ pub async fn pause(
     .bind(&arguments)
     .bind(&hashes)
     .bind(expires_ms)
+    .bind(Json(&progress.usage))
     .fetch_optional(db)
     .await?;
     Ok(row.is_some())

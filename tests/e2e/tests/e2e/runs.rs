@@ -502,3 +502,35 @@ async fn batch_items_may_each_name_their_agent() {
         "nothing recorded"
     );
 }
+
+#[tokio::test]
+async fn concurrent_admissions_of_several_workspaces_are_each_recorded_once() {
+    let stack = Stack::start().await;
+    stack.agent("bot", "openai", json!({})).await;
+    let other = stack.app.bootstrap_workspace("second").await;
+    stack.app.deployed_agent(&other, "bot", "openai", &stack.mock.base_url()).await;
+    let keys = [stack.app.admin_key().to_owned(), other.clone()];
+    // admissions that arrive together are written together (group commit); each answers its own run
+    let answers = futures::future::join_all((0..64).map(|i| {
+        let key = keys[i % 2].clone();
+        let app = &stack.app;
+        async move {
+            let body = json!({"agent_id": "bot", "prompt": format!("run {i}"), "thread_id": format!("thr_group_{i}")});
+            app.call_as(&key, Method::POST, "/v1/run", Some(body)).await
+        }
+    }))
+    .await;
+    for (i, (status, run)) in answers.iter().enumerate() {
+        assert_eq!(*status, StatusCode::OK, "{run}");
+        assert_eq!(run["output"], format!("Echo: run {i}"), "each caller gets its own run");
+    }
+    let (runs, threads): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from runs), (select count(*) from threads where id like 'thr_group_%')",
+    )
+    .fetch_one(&stack.app.db)
+    .await
+    .unwrap();
+    assert_eq!((runs, threads), (64, 64));
+    let (_, theirs) = stack.app.call_as(&other, Method::GET, "/v1/runs?limit=100", None).await;
+    assert_eq!(theirs["pagination"]["total"], 32, "each run is in its caller's workspace");
+}
