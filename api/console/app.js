@@ -3,14 +3,15 @@
 // It signs in with an API key (kept in sessionStorage, so it is forgotten with the tab) and then
 // uses the same public /v1 routes and SSE streams as any other client. Pages, by URL hash:
 //   #/runs          live list of runs (polled), filtered by status and agent
-//   #/runs/<id>     one run: its event stream rendered as it arrives (or replayed), cancel button
+//   #/runs/<id>     one run: its event stream rendered as it arrives (or replayed), cancel button,
+//                   approve / deny buttons for tool calls that wait for a person
 //   #/queue         queued and running runs, the oldest wait
 //   #/agents        agents and their versions; deploy or roll back a version
 
 const KEY = 'runq.key';
 const POLL_MS = 1000;
 const TERMINAL = ['completed', 'failed', 'cancelled', 'timed_out'];
-const STATUSES = ['queued', 'running', ...TERMINAL];
+const STATUSES = ['queued', 'running', 'requires_action', ...TERMINAL];
 
 const main = document.getElementById('main');
 const filters = { status: '', agent: '' };
@@ -92,14 +93,15 @@ function poll(tick, errors) {
 
 // ---------- the run's event stream (AI SDK UI message stream over SSE) ----------
 
-/** Reads `GET /v1/runs/{id}/events` with fetch (EventSource cannot send the key header), calling
- * `onPart(part, seq)` for each part; a dropped connection resumes after the last seq seen. */
-async function follow(id, onPart, signal) {
-  let last = 0;
+/** Reads `GET /v1/runs/{id}/events?after=N` with fetch (EventSource cannot send the key header),
+ * calling `onPart(part, seq)` for each part after seq `after`, to `[DONE]` (true); a dropped
+ * connection resumes after the last seq seen. */
+async function follow(id, onPart, signal, after = 0) {
+  let last = after;
   for (let attempt = 0; attempt < 6 && !signal.aborted; attempt++) {
     try {
-      const res = await fetch(`/v1/runs/${id}/events`, {
-        headers: { 'x-api-key': key(), accept: 'text/event-stream', 'last-event-id': String(last) },
+      const res = await fetch(`/v1/runs/${id}/events?after=${last}`, {
+        headers: { 'x-api-key': key(), accept: 'text/event-stream' },
         signal,
       });
       if (!res.ok) throw new ApiError((await res.json().catch(() => null))?.message ?? res.statusText, res.status);
@@ -216,19 +218,71 @@ function runPage(id) {
   const caret = h('span', { class: 'caret' });
   const mode = h('span', { class: 'muted', id: 'stream-mode' });
   const errors = h('div', { class: 'error-box', id: 'run-error', hidden: true });
+  const approvals = h('div', { id: 'approvals' });
   main.replaceChildren(
     h('div', { class: 'toolbar' },
       h('a', { href: '#/runs' }, '← Runs'), h('h1', { class: 'mono' }, id), status, h('span', { class: 'grow' }), cancel),
     h('div', { class: 'card' }, facts),
+    approvals,
     h('div', { class: 'card' }, h('div', { class: 'toolbar' }, h('strong', {}, 'Output'), mode), output, errors),
   );
 
   let run = null;
   const showError = (message) => { errors.hidden = false; errors.textContent = message; };
   const fact = (label, value) => [h('dt', {}, label), h('dd', {}, value)];
+
+  // tool calls that wait for a person: a card each, with Approve and Deny (which asks why)
+  let wake = () => {}; // ends the wait for a decision, made here or anywhere else
+  let shown = null; // the pending approvals on screen, so a poll does not wipe a half-typed reason
+  const decided = [];
+  const approvalCard = (approval) => {
+    const note = h('div', { class: 'error-box', hidden: true });
+    const decide = async (decision, body) => {
+      for (const button of card.querySelectorAll('button')) button.disabled = true;
+      try {
+        const answer = await api(`/v1/approvals/${approval.id}/${decision}`, { method: 'POST', body });
+        decided.push(h('div', { class: 'card approval', 'data-decided': answer.status },
+          h('strong', {}, answer.status === 'approved' ? 'Approved' : 'Denied'), ` tool ${approval.tool_name}`,
+          answer.reason ? ` · ${answer.reason}` : ''));
+        card.replaceWith(decided.at(-1));
+        await refresh(); // the run goes on once none of its calls waits
+      } catch (e) {
+        note.hidden = false;
+        note.textContent = e.message;
+        for (const button of card.querySelectorAll('button')) button.disabled = false;
+      }
+    };
+    const reason = h('input', { name: 'reason', placeholder: 'Why? The model is told.', required: true });
+    const denyForm = h('form', {
+      class: 'actions', hidden: true,
+      onsubmit: (event) => { event.preventDefault(); decide('deny', { reason: reason.value.trim() }); },
+    }, reason, h('button', { class: 'danger', type: 'submit', 'data-confirm-deny': true }, 'Deny'));
+    const buttons = h('div', { class: 'actions' },
+      // the hash says what was approved: a call whose arguments differ is refused
+      h('button', { class: 'primary', 'data-approve': true,
+        onclick: () => decide('approve', { payload_hash: approval.payload_hash }) }, 'Approve'),
+      h('button', { class: 'danger', 'data-deny': true,
+        onclick: () => { buttons.hidden = true; denyForm.hidden = false; reason.focus(); } }, 'Deny…'));
+    const card = h('div', { class: 'card approval', 'data-approval': approval.id },
+      h('strong', {}, 'Approval needed'), ' for tool ', h('span', { class: 'mono', 'data-tool': true }, approval.tool_name),
+      h('pre', { class: 'mono args' }, JSON.stringify(approval.arguments, null, 2)),
+      h('div', { class: 'muted' }, `expires ${new Date(approval.expires_at).toLocaleString()}`),
+      buttons, denyForm, note);
+    return card;
+  };
+  const showApprovals = () => {
+    const pending = run.status === 'requires_action' ? run.pending_approvals ?? [] : [];
+    const ids = pending.map((a) => a.id).join();
+    if (ids === shown) return;
+    shown = ids;
+    approvals.replaceChildren(...decided, ...pending.map(approvalCard));
+  };
+
   const refresh = async () => {
     run = await api(`/v1/runs/${id}`);
     status.replaceChildren(badge(run.status));
+    showApprovals();
+    if (run.status !== 'requires_action') wake();
     cancel.disabled = TERMINAL.includes(run.status);
     const usage = run.usage ?? {};
     facts.replaceChildren(
@@ -243,8 +297,11 @@ function runPage(id) {
 
   // the stream: text parts grow a text node, tool parts become blocks
   let text = null;
+  let lastSeq = 0;
+  let paused = false; // the stream ended at a pause: the run waits for a person
   const tools = {};
   const onPart = (part, seq) => {
+    lastSeq = seq;
     mode.textContent = `${mode.dataset.label} · event ${seq}`;
     switch (part.type) {
       case 'text-start': text = null; break;
@@ -261,6 +318,9 @@ function runPage(id) {
       case 'tool-output-available':
         tools[part.toolCallId]?.replaceChildren(`→ ${JSON.stringify(part.output)}`);
         break;
+      case 'tool-approval-request': tools[part.toolCallId]?.replaceChildren('waiting for approval…'); break;
+      case 'tool-output-denied': tools[part.toolCallId]?.replaceChildren('denied'); break;
+      case 'finish': paused = part.messageMetadata?.status === 'requires_action'; break;
       case 'error': showError(part.errorText); break;
       case 'data-run': if (run && run.status === 'queued') refresh().catch(() => {}); break;
     }
@@ -285,9 +345,26 @@ function runPage(id) {
       // the run object's status moves while the stream plays: keep the header current
       const stopStatus = poll(async () => { if (!TERMINAL.includes(run.status)) await refresh(); }, h('span'));
       controller.signal.addEventListener('abort', stopStatus);
-      const done = await follow(id, onPart, controller.signal);
+      let done;
+      for (;;) {
+        paused = false;
+        done = await follow(id, onPart, controller.signal, lastSeq);
+        if (controller.signal.aborted) return;
+        if (!done || !paused) break;
+        // paused: once the run goes on (decided here or elsewhere, or long ago in a replay), its
+        // events continue after the last seq seen
+        await refresh();
+        if (run.status === 'requires_action') {
+          caret.hidden = true;
+          mode.dataset.label = 'waiting for approval';
+          mode.textContent = mode.dataset.label;
+          await new Promise((resolve) => { wake = resolve; });
+          wake = () => {};
+          caret.hidden = false;
+          mode.dataset.label = 'live';
+        }
+      }
       stopStatus();
-      if (controller.signal.aborted) return;
       caret.remove();
       if (!done) showError('The stream was interrupted; reload to resume.');
       // the run's record is final once its last event is out; re-read until it says so

@@ -34,6 +34,9 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// List tool calls that wait for a person; approve or deny them.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Check a key and save it with the URL, so later commands need neither (the key is read
     /// from stdin unless --api-key or RUNQ_API_KEY gives it).
     Login,
@@ -105,7 +108,8 @@ pub enum RunsCommand {
 
 #[derive(Debug, Args)]
 pub struct RunsLs {
-    /// Only runs in this status (queued, running, completed, failed, cancelled, timed_out).
+    /// Only runs in this status (queued, running, requires_action, completed, failed, cancelled,
+    /// timed_out).
     #[arg(long)]
     pub status: Option<String>,
     /// Only runs of this agent (id or slug).
@@ -207,6 +211,41 @@ pub enum KeysCommand {
     Revoke {
         /// `key_…`
         key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approvals, newest first.
+    Ls {
+        /// Only approvals in this status.
+        #[arg(long, value_parser = ["pending", "approved", "denied", "expired"])]
+        status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+        /// Print the page as JSON (with each call's `payload_hash`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a tool call: the tool runs and the run goes on.
+    Approve {
+        /// `apr_…`
+        approval: String,
+        /// Why (kept with the decision).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The `payload_hash` of the arguments you checked (`runq approvals ls --json`); refused
+        /// if the call's arguments differ.
+        #[arg(long, value_name = "SHA256")]
+        payload_hash: Option<String>,
+    },
+    /// Deny a tool call: the model is told so, with the reason, and the run goes on.
+    Deny {
+        /// `apr_…`
+        approval: String,
+        /// Why; this is what the model reads.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 

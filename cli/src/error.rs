@@ -27,6 +27,12 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Self::Api { status: 401, .. } => Some("pass a valid key with --api-key or RUNQ_API_KEY"),
+            Self::Api { code, .. } if code == "approval_decided" => {
+                Some("someone decided first: `runq approvals ls` shows the decision")
+            }
+            Self::Api { code, .. } if code == "payload_hash_mismatch" => {
+                Some("the call's arguments are not the ones you checked: look again with `runq approvals ls --json`")
+            }
             Self::Connect { .. } => Some("is runq-api running there? set the address with --url or RUNQ_URL"),
             _ => None,
         }
@@ -43,15 +49,27 @@ pub enum Exit {
     Success,
     /// The command ran, and what it reports failed (a failed run, failed batch items).
     Failure,
+    /// The run waits for a person to approve or deny a tool call (`requires_action`).
+    Waiting,
     /// Stopped by Ctrl-C (the shell's 128 + SIGINT).
     Interrupted,
 }
 
 impl Exit {
+    /// How a command that followed a run ends, by the run's status.
+    pub fn of_run(run: &serde_json::Value) -> Self {
+        match run["status"].as_str() {
+            Some("completed") => Self::Success,
+            Some("requires_action") => Self::Waiting,
+            _ => Self::Failure,
+        }
+    }
+
     pub fn code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
             Self::Failure => ExitCode::from(1),
+            Self::Waiting => ExitCode::from(3),
             Self::Interrupted => ExitCode::from(130),
         }
     }

@@ -7,6 +7,7 @@
 //! runq runs ls --status running
 //! runq runs tail run_… --after 12
 //! runq agents deploy support ver_…
+//! runq approvals approve apr_…
 //! ```
 //!
 //! # Layout
@@ -16,7 +17,7 @@
 //! - [`stream`] — reading a run's UI message stream (SSE), showing it, and resuming it after a
 //!   dropped connection.
 //! - [`commands`] — one module per command group (`run`, `batch`, `runs`, `agents`, `keys`,
-//!   `login`).
+//!   `approvals`, `login`).
 //! - [`config`] — the URL and key `runq login` saves; flags and environment win over them.
 //! - [`error`] — the CLI's one error type and its exit codes.
 
@@ -67,5 +68,6 @@ async fn dispatch(cli: Cli) -> Result<Exit> {
         Command::Runs(command) => commands::runs::run(&client()?, command).await,
         Command::Agents(command) => commands::agents::run(&client()?, command).await,
         Command::Keys(command) => commands::keys::run(&client()?, command).await,
+        Command::Approvals(command) => commands::approvals::run(&client()?, command).await,
     }
 }

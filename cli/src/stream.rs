@@ -3,6 +3,7 @@
 //! run to its end, resuming with `Last-Event-ID` when the connection drops (the server replays
 //! exactly the events after that seq).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -91,6 +92,13 @@ pub struct Viewer {
     pub done: bool,
     /// The run's `error` part, if it ended with one.
     pub error: Option<String>,
+    /// The stream ended at a pause: the run waits for a person (`finish` with status
+    /// `requires_action`).
+    pub paused: bool,
+    /// The approvals asked for (`apr_…`), in stream order.
+    pub approvals: Vec<String>,
+    /// Tool calls seen: call id → `name {arguments}`, to say what an approval is for.
+    calls: HashMap<String, String>,
     /// The text shown so far ends mid-line.
     open_line: bool,
 }
@@ -98,7 +106,16 @@ pub struct Viewer {
 impl Viewer {
     /// `show_text: false` reads the stream without printing the answer (for `--json`).
     pub fn new(show_text: bool, after: u64) -> Self {
-        Self { show_text, last_seq: after, done: false, error: None, open_line: false }
+        Self {
+            show_text,
+            last_seq: after,
+            done: false,
+            error: None,
+            paused: false,
+            approvals: Vec::new(),
+            calls: HashMap::new(),
+            open_line: false,
+        }
     }
 
     pub fn frame(&mut self, frame: &Frame) {
@@ -123,9 +140,24 @@ impl Viewer {
                     self.open_line = !delta.ends_with('\n');
                 }
             }
-            "tool-input-available" => self.note(&format!("tool {} {}", text("toolName"), brief(&part["input"]))),
+            "tool-input-available" => {
+                let call = format!("{} {}", text("toolName"), brief(&part["input"]));
+                self.note(&format!("tool {call}"));
+                self.calls.insert(text("toolCallId"), call);
+            }
             "tool-output-available" => self.note(&format!("tool output {}", brief(&part["output"]))),
-            "tool-approval-request" => self.note(&format!("tool call {} waits for approval", text("toolCallId"))),
+            "tool-output-denied" => self.note(&format!("tool call {} was denied", text("toolCallId"))),
+            "tool-approval-request" => {
+                let id = text("approvalId");
+                let call = self.calls.get(&text("toolCallId")).map_or_else(|| text("toolCallId"), Clone::clone);
+                // shown even with --json: it is what the person has to do next
+                self.end_text();
+                eprintln!("· approval {id} needed: tool {call}");
+                eprintln!("·   approve: runq approvals approve {id}");
+                eprintln!("·   deny:    runq approvals deny {id} --reason \"…\"");
+                self.approvals.push(id);
+            }
+            "finish" if part["messageMetadata"]["status"] == "requires_action" => self.paused = true,
             "error" => self.error = Some(text("errorText")),
             "abort" => self.error = Some("the run was aborted".into()),
             "data-run" if part["data"]["attempt"].as_u64().is_some_and(|a| a > 1) => {
@@ -152,8 +184,13 @@ impl Viewer {
 
 /// A JSON value on one line, cut to a readable length.
 fn brief(value: &Value) -> String {
+    cut(value, 160)
+}
+
+/// A JSON value on one line, cut to `max` characters.
+pub(crate) fn cut(value: &Value, max: usize) -> String {
     let text = value.to_string();
-    if text.chars().count() > 160 { format!("{}…", text.chars().take(160).collect::<String>()) } else { text }
+    if text.chars().count() > max { format!("{}…", text.chars().take(max).collect::<String>()) } else { text }
 }
 
 /// Opens `GET /v1/runs/{run}/events` after `seq`.
@@ -167,6 +204,8 @@ pub async fn open(client: &Client, run: &str, after: u64) -> Result<Response> {
 
 /// Follows a run's stream to `[DONE]`. `first` is a stream already open (the run's own POST);
 /// without it, or when the connection drops, the events route is read after the last seq seen.
+/// A stream that ends at a pause (`viewer.paused`) stops there while the run still waits for a
+/// person; once the run went on (a replay, or a quick decision), its continuation is followed too.
 pub async fn watch(client: &Client, run: &str, mut first: Option<Response>, viewer: &mut Viewer) -> Result<()> {
     let mut resumes = 0;
     loop {
@@ -188,6 +227,10 @@ pub async fn watch(client: &Client, run: &str, mut first: Option<Response>, view
             })
         };
         match attempt.await {
+            Ok(()) if viewer.paused && !waits(client, run).await? => {
+                // the events after the pause follow with the next seqs
+                (viewer.done, viewer.paused, resumes) = (false, false, 0);
+            }
             Ok(()) => return Ok(()),
             // the server's refusals (404, 401, …) will not change on a retry
             Err(error @ Error::Api { .. }) => return Err(error),
@@ -198,6 +241,21 @@ pub async fn watch(client: &Client, run: &str, mut first: Option<Response>, view
             }
         }
     }
+}
+
+/// Whether the run still waits for a person after its stream paused. The pause's last event can
+/// be read an instant before the run's record says `requires_action`: a `running` run is read
+/// again for a while (one that went on quickly after a decision counts as going on).
+async fn waits(client: &Client, run: &str) -> Result<bool> {
+    let path = format!("/v1/runs/{run}");
+    for _ in 0..20 {
+        match client.get(&path).await?["status"].as_str() {
+            Some("requires_action") => return Ok(true),
+            Some("running") => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -224,5 +282,27 @@ mod tests {
         assert_eq!((viewer.last_seq, viewer.error.as_deref()), (2, Some("boom")));
         viewer.frame(&Frame { id: None, data: "[DONE]".into() });
         assert!(viewer.done);
+    }
+
+    #[test]
+    fn a_pause_records_the_approvals_asked_for() {
+        let mut viewer = Viewer::new(false, 0);
+        let parts = [
+            r#"{"type":"tool-input-available","toolCallId":"c1","toolName":"lookup","input":{"city":"Paris"}}"#,
+            r#"{"type":"tool-approval-request","approvalId":"apr_1","toolCallId":"c1"}"#,
+            r#"{"type":"finish-step"}"#,
+            r#"{"type":"finish","messageMetadata":{"status":"requires_action"}}"#,
+        ];
+        for (seq, data) in (1..).zip(parts) {
+            viewer.frame(&Frame { id: Some(seq), data: data.into() });
+        }
+        assert_eq!((viewer.paused, viewer.approvals.as_slice(), viewer.last_seq), (true, &["apr_1".to_owned()][..], 4));
+
+        let mut finished = Viewer::new(false, 0);
+        finished.frame(&Frame {
+            id: Some(1),
+            data: r#"{"type":"finish","messageMetadata":{"status":"completed"}}"#.into(),
+        });
+        assert!(!finished.paused);
     }
 }

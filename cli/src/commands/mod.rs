@@ -2,6 +2,7 @@
 //! the process exits.
 
 pub mod agents;
+pub mod approvals;
 pub mod batch;
 pub mod keys;
 pub mod login;

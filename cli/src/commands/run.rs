@@ -46,12 +46,29 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<Exit> {
     };
     let id = followed?;
     viewer.end_text();
-    let run = finished(client, &id).await?;
+    let run = if viewer.paused { client.get(&format!("/v1/runs/{id}")).await? } else { finished(client, &id).await? };
     if args.json {
         print_json(&run);
     }
     eprintln!("{}", summary(&run, started.elapsed()));
-    Ok(if run["status"] == "completed" { Exit::Success } else { Exit::Failure })
+    if viewer.paused {
+        eprintln!("{}", waiting(&id, &viewer));
+    }
+    Ok(Exit::of_run(&run))
+}
+
+/// What a person does about a run that waits for approval.
+pub(crate) fn waiting(run: &str, viewer: &stream::Viewer) -> String {
+    let asked = match viewer.approvals.len() {
+        0 => "approval".to_owned(),
+        1 => "an approval".to_owned(),
+        n => format!("{n} approvals"),
+    };
+    format!(
+        "the run waits for {asked} (runq approvals ls --status pending); once decided, it goes on: \
+         runq runs tail {run} --after {}",
+        viewer.last_seq
+    )
 }
 
 /// Cancels the run on the server: by id once known, else by the request's idempotency key.

@@ -78,9 +78,13 @@ async fn tail(client: &Client, run: &str, after: u64) -> Result<Exit> {
     let mut viewer = Viewer::new(true, after);
     stream::watch(client, run, None, &mut viewer).await?;
     viewer.end_text();
-    let run = client.get(&format!("/v1/runs/{run}")).await?;
+    let id = run;
+    let run = client.get(&format!("/v1/runs/{id}")).await?;
     eprintln!("{}", super::run::summary(&run, started.elapsed()));
-    Ok(if run["status"] == "completed" { Exit::Success } else { Exit::Failure })
+    if viewer.paused {
+        eprintln!("{}", super::run::waiting(id, &viewer));
+    }
+    Ok(Exit::of_run(&run))
 }
 
 #[cfg(test)]

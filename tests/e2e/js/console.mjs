@@ -1,12 +1,13 @@
 // Drives runq's web console in headless Chromium (Debian's `chromium`, through playwright-core):
 // sign in, see a run appear in the live list, open it and watch its text stream in, cancel a
-// running run, look at the queue, roll an agent back. Prints {"ok": true, "steps": [...]} on
-// success; on failure {"ok": false, "error": ...}, a screenshot next to SCREENSHOT, and exit 1.
+// running run, look at the queue, roll an agent back, approve and deny tool calls that wait for a
+// person. Prints {"ok": true, "steps": [...]} on success; on failure {"ok": false, "error": ...},
+// a screenshot next to SCREENSHOT, and exit 1.
 //
 //   RUNQ_KEY=rq_… SCREENSHOT=target/console-run.png ROLLBACK_TO=ver_… node console.mjs http://127.0.0.1:PORT
 //
-// The agent `bot` must exist on the mock provider, and
-// ROLLBACK_TO name one of its versions older than the deployed one.
+// The agent `bot` must exist on the mock provider, and ROLLBACK_TO name one of its versions
+// older than the deployed one; the agent `asker` must call the tool `lookup`, which needs approval.
 import { chromium } from 'playwright-core';
 
 const base = process.argv[2];
@@ -23,11 +24,11 @@ const step = (name) => {
 };
 
 /** Starts a streamed run and lets go of its stream at once (the run goes on): its id. */
-async function startRun(prompt) {
+async function startRun(prompt, agent = 'bot') {
   const res = await fetch(`${base}/v1/run`, {
     method: 'POST',
     headers: { 'x-api-key': key, 'content-type': 'application/json' },
-    body: JSON.stringify({ agent_id: 'bot', prompt, stream: true }),
+    body: JSON.stringify({ agent_id: agent, prompt, stream: true }),
   });
   if (!res.ok) throw new Error(`POST /v1/run: ${res.status} ${await res.text()}`);
   const id = res.headers.get('x-run-id');
@@ -96,6 +97,38 @@ try {
   await page.click(rollback);
   await page.waitForSelector(`[data-version="${rollbackTo}"] [data-status="deployed"]`, WAIT);
   step('an agent was rolled back to an older version');
+
+  // a run that waits for approval: its page shows the call with Approve / Deny
+  const lookup = '[[mock tool=lookup args={"city":"Paris"}]]';
+  const waiting = await startRun(`weather? ${lookup}`, 'asker');
+  await page.evaluate((id) => { location.hash = `#/runs/${id}`; }, waiting);
+  const card = '#approvals [data-approval]';
+  await page.waitForSelector(`${card} button[data-approve]`, WAIT);
+  await page.waitForSelector(`${card} button[data-deny]`, WAIT);
+  await page.waitForSelector('#run-status [data-status="requires_action"]', WAIT);
+  const shownCall = await page.textContent(card);
+  if (!shownCall.includes('lookup') || !shownCall.includes('"city": "Paris"')) throw new Error(`the approval shows ${shownCall}`);
+  await page.screenshot({ path: screenshot.replace(/\.png$/, '-approval.png') });
+  step('a pending approval shows its tool, arguments and buttons');
+
+  await page.click(`${card} button[data-approve]`);
+  await page.waitForSelector('#approvals [data-decided="approved"]', WAIT);
+  await page.waitForSelector('#run-status [data-status="completed"]', WAIT);
+  const approved = await getRun(waiting);
+  if (approved.status !== 'completed') throw new Error(`the run is ${approved.status} on the server`);
+  await page.waitForFunction((text) => document.querySelector('#output')?.textContent.includes(text), approved.output, WAIT);
+  step('approving it continued the run: it completed and its text streamed in');
+
+  const denied = await startRun(`weather? ${lookup}`, 'asker');
+  await page.evaluate((id) => { location.hash = `#/runs/${id}`; }, denied);
+  await page.click(`${card} button[data-deny]`);
+  await page.fill(`${card} input[name="reason"]`, 'not on a weekend');
+  await page.click(`${card} button[data-confirm-deny]`);
+  await page.waitForSelector('#run-status [data-status="completed"]', WAIT);
+  const deniedRun = await getRun(denied);
+  if (!deniedRun.output?.includes('not on a weekend')) throw new Error(`the model did not read the reason: ${deniedRun.output}`);
+  await page.waitForFunction(() => document.querySelector('#output')?.textContent.includes('not on a weekend'), null, WAIT);
+  step('denying asked for a reason, which the model read');
 
   if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join('; ')}`);
   console.log(JSON.stringify({ ok: true, steps, screenshot }));

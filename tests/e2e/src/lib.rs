@@ -9,6 +9,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -298,6 +300,19 @@ impl Stack {
         self.app.deployed_agent_with(self.app.admin_key(), slug, kind, &self.mock.base_url(), version).await
     }
 
+    /// A deployed agent `slug` whose one tool, the HTTP tool `lookup` served by `tool`, waits for
+    /// a person's approval on every call.
+    pub async fn approval_agent(&self, slug: &str, tool: &EchoTool) -> Value {
+        let body = json!({
+            "name": "lookup", "description": "Looks a city up",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "url": tool.url, "requires_approval": true,
+        });
+        let (status, created) = self.app.call(Method::POST, "/v1/tools", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        self.agent(slug, "openai", json!({"tools": ["lookup"]})).await
+    }
+
     /// `POST /v1/run` with the admin key.
     pub async fn run(&self, body: Value) -> (StatusCode, Value) {
         self.app.call(Method::POST, "/v1/run", Some(body)).await
@@ -323,6 +338,35 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("operation {id} did not finish");
+    }
+}
+
+/// A tool server on 127.0.0.1: every POST answers `{"got": <the JSON body>}`.
+pub struct EchoTool {
+    pub url: String,
+    calls: Arc<AtomicUsize>,
+}
+
+impl EchoTool {
+    pub async fn start() -> Self {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move { axum::Json(json!({"got": body})) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the tool server");
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, calls }
+    }
+
+    /// How many calls the tool got.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
-use runq_e2e::{Env, Stack, TERMINAL, bin, eventually, signal, wait_exit};
+use runq_e2e::{EchoTool, Env, Stack, TERMINAL, bin, eventually, signal, wait_exit};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -172,6 +172,137 @@ async fn ctrl_c_cancels_the_run_on_the_server() {
     })
     .await;
     assert_eq!(status.as_deref(), Some("cancelled"));
+}
+
+/// The `apr_…` a `runq run` that paused names in its approve command.
+fn approval_in(stderr: &str) -> String {
+    let line = stderr.lines().find(|l| l.contains("runq approvals approve apr_")).expect("an approve command");
+    line.split_whitespace().last().unwrap().to_owned()
+}
+
+/// Polls the run until it ends (30 s at most).
+async fn finished_run(stack: &Stack, id: &str) -> Value {
+    eventually(Duration::from_secs(30), || async {
+        let (_, run) = stack.app.call(Method::GET, &format!("/v1/runs/{id}"), None).await;
+        TERMINAL.contains(&run["status"].as_str().unwrap_or_default()).then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("run {id} did not finish within 30 s"))
+}
+
+const LOOKUP: &str = r#"weather? [[mock tool=lookup args={"city":"Paris"}]]"#;
+
+#[tokio::test]
+async fn a_run_that_needs_approval_exits_waiting_and_approving_it_completes_the_run() {
+    let stack = Stack::start().await;
+    let tool = EchoTool::start().await;
+    stack.approval_agent("bot", &tool).await;
+
+    let out = run(&stack, &["run", "bot", LOOKUP]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "exit 3: the run waits for a person: {stderr}");
+    let follow = follow_command(&stderr);
+    let approval = approval_in(&stderr);
+    assert!(approval.starts_with("apr_"), "{stderr}");
+    assert!(stderr.contains(&format!(r#"approval {approval} needed: tool lookup {{"city":"Paris"}}"#)), "{stderr}");
+    assert!(stderr.contains(&format!("runq approvals deny {approval} --reason")), "{stderr}");
+    let id = run_id_in(&stderr);
+    assert!(stderr.contains(&format!("{id} requires_action")), "{stderr}");
+    let (_, waiting) = stack.app.call(Method::GET, &format!("/v1/runs/{id}"), None).await;
+    assert_eq!(waiting["status"], "requires_action");
+    assert_eq!(waiting["pending_approvals"][0]["id"], approval.as_str(), "{waiting}");
+    assert_eq!(tool.calls(), 0, "nothing runs before the approval");
+
+    let out = run(&stack, &["approvals", "ls", "--status", "pending"]).await;
+    let listed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = listed.lines().find(|l| l.starts_with(&approval)).unwrap_or_else(|| panic!("{listed}"));
+    for cell in ["pending", "lookup", r#"{"city":"Paris"}"#, id.as_str()] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+
+    let out = run(&stack, &["approvals", "approve", &approval, "--payload-hash", "00"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(payload_hash_mismatch, HTTP 409, request id "), "{stderr}");
+
+    // a tail of the waiting run replays it to the pause and exits waiting, with the same advice
+    let out = run(&stack, &["runs", "tail", &id]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(follow_command(&text(&out.stderr)), follow);
+    // the closing line's command follows the run once decided: start it before deciding
+    let args: Vec<&str> = follow.split_whitespace().skip(1).collect();
+    let tail = runq(&stack, stack.app.admin_key(), &args).spawn().unwrap();
+
+    let out = run(&stack, &["approvals", "approve", &approval, "--reason", "looks fine"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("approved {approval}: tool lookup")), "{}", text(&out.stdout));
+    let done = finished_run(&stack, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["output"], r#"Tool lookup returned: {"got":{"city":"Paris"}}"#);
+    assert_eq!(tool.calls(), 1);
+
+    let tailed = tokio::time::timeout(Duration::from_secs(60), tail.wait_with_output()).await.unwrap().unwrap();
+    assert!(tailed.status.success(), "{}", text(&tailed.stderr));
+    assert_eq!(text(&tailed.stdout).strip_suffix('\n'), done["output"].as_str(), "the continuation streamed");
+    // a replay from the start goes on past the pause too
+    let out = run(&stack, &["runs", "tail", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).strip_suffix('\n'), done["output"].as_str());
+
+    let out = run(&stack, &["approvals", "approve", &approval]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a second decision is refused: {stderr}");
+    assert!(stderr.starts_with("error: This approval is already approved (approval_decided, HTTP 409, request id "));
+    assert!(!stderr.contains("Api {"), "no debug dump: {stderr}");
+}
+
+/// The `runq runs tail … --after N` command of a waiting run's closing line.
+fn follow_command(stderr: &str) -> String {
+    let line = stderr.lines().find(|l| l.starts_with("the run waits for")).unwrap_or_else(|| panic!("{stderr}"));
+    let command = line.split(": ").last().unwrap().to_owned();
+    assert!(command.starts_with("runq runs tail run_") && command.contains(" --after "), "{line}");
+    command
+}
+
+#[tokio::test]
+async fn a_denied_call_tells_the_model_why_and_cannot_be_decided_twice() {
+    let stack = Stack::start().await;
+    let tool = EchoTool::start().await;
+    stack.approval_agent("bot", &tool).await;
+
+    let out = run(&stack, &["run", "bot", LOOKUP, "--json"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let waiting: Value = serde_json::from_slice(&out.stdout).expect("--json prints the waiting run");
+    assert_eq!(waiting["status"], "requires_action");
+    let approval = waiting["pending_approvals"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(approval_in(&text(&out.stderr)), approval, "the approve command is shown with --json too");
+    let id = waiting["id"].as_str().unwrap();
+
+    let out = run(&stack, &["approvals", "deny", &approval, "--reason", "not today"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("denied {approval}: tool lookup (not today)\n"));
+    let done = finished_run(&stack, id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["output"].as_str().unwrap().contains("not today"), "the model read the reason: {done}");
+    assert_eq!(tool.calls(), 0, "a denied call never runs");
+
+    let out = run(&stack, &["approvals", "ls", "--status", "denied"]).await;
+    assert!(
+        text(&out.stdout).lines().any(|l| l.starts_with(&approval) && l.contains("denied")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&stack, &["approvals", "ls", "--status", "pending"]).await;
+    assert!(!text(&out.stdout).contains(&approval), "{}", text(&out.stdout));
+
+    for decision in ["deny", "approve"] {
+        let out = run(&stack, &["approvals", decision, &approval]).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("This approval is already denied (approval_decided, HTTP 409"), "{stderr}");
+        assert!(stderr.contains("hint: someone decided first"), "{stderr}");
+    }
 }
 
 #[tokio::test]

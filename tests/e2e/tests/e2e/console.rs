@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use runq_e2e::{Stack, TestApp, bin};
+use runq_e2e::{EchoTool, Stack, TestApp, bin};
 use serde_json::{Value, json};
 
 /// Where the run page's screenshot goes: `target/console-run.png`.
@@ -61,7 +61,7 @@ async fn the_queue_counts_the_workspaces_waiting_runs_and_their_oldest_wait() {
 }
 
 #[tokio::test]
-async fn the_console_in_chromium_signs_in_streams_a_run_cancels_one_and_rolls_back() {
+async fn the_console_in_chromium_signs_in_streams_a_run_cancels_one_rolls_back_and_decides_approvals() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: make test installs Debian's chromium");
     let stack = Stack::start().await;
@@ -79,6 +79,8 @@ async fn the_console_in_chromium_signs_in_streams_a_run_cancels_one_and_rolls_ba
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
+    let tool = EchoTool::start().await;
+    stack.approval_agent("asker", &tool).await;
 
     let screenshot = screenshot_path();
     let _ = std::fs::remove_file(&screenshot);
@@ -101,7 +103,8 @@ async fn the_console_in_chromium_signs_in_streams_a_run_cancels_one_and_rolls_ba
         .unwrap_or_else(|_| panic!("{}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
     assert!(out.status.success());
-    assert_eq!(result["steps"].as_array().map(Vec::len), Some(8), "{result:#}");
+    assert_eq!(result["steps"].as_array().map(Vec::len), Some(11), "{result:#}");
+    assert_eq!(tool.calls(), 1, "the approved call ran, the denied one did not");
 
     let (_, agent) = stack.app.call(Method::GET, "/v1/agents/bot", None).await;
     assert_eq!(agent["deployed_version_id"], first.as_str(), "the rollback reached the server");
