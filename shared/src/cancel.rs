@@ -17,7 +17,7 @@ pub async fn request(db: &PgPool, broker: &Broker, workspace: WorkspaceId, run: 
     let mut conn = broker.conn.clone();
     match outcome {
         Cancel::Cancelled => {
-            crate::metrics::run_finished(runs::status::CANCELLED);
+            crate::metrics::run_finished(runs::RunStatus::Cancelled);
             close_stream(db, broker, run, &cancelled_parts()).await?;
         }
         Cancel::Cancelling => {
@@ -35,7 +35,7 @@ pub async fn request(db: &PgPool, broker: &Broker, workspace: WorkspaceId, run: 
 
 /// The closing parts of a cancelled run's stream (as the worker sends them too).
 pub fn cancelled_parts() -> [Part; 2] {
-    [Part::DataRun { data: json!({"status": runs::status::CANCELLED}), transient: false }, Part::Abort]
+    [Part::DataRun { data: json!({"status": runs::RunStatus::Cancelled}), transient: false }, Part::Abort]
 }
 
 /// Ends the stream of a run that finished outside a worker (cancelled while queued, or ended by

@@ -114,8 +114,8 @@ pub fn http_request(route: &str, status: u16, elapsed: Duration) {
 }
 
 /// Counts a run that reached `status`.
-pub fn run_finished(status: &str) {
-    metrics::counter!(RUNS_TOTAL, "status" => status.to_owned()).increment(1);
+pub fn run_finished(status: crate::db::runs::RunStatus) {
+    metrics::counter!(RUNS_TOTAL, "status" => status.as_str()).increment(1);
 }
 
 /// Keeps a gauge one higher while alive (an open stream, a run in flight).

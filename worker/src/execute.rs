@@ -10,7 +10,7 @@ use runq_shared::broker::Broker;
 use runq_shared::chat::{ChatMessage, Role, ToolCall, Usage};
 use runq_shared::crypto::MasterKey;
 use runq_shared::db::approvals::{self, NewApproval};
-use runq_shared::db::runs::{self, Claimed, Finish, Progress, status};
+use runq_shared::db::runs::{self, Claimed, Finish, Progress, RunStatus};
 use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
 use runq_shared::id::RunId;
@@ -401,7 +401,7 @@ impl<'a> Execution<'a> {
     async fn pause(mut self, approvals: Vec<NewApproval>) -> anyhow::Result<()> {
         self.emitter.emit(&Part::FinishStep);
         let usage = json!({"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens});
-        let terminal = Part::Finish { message_metadata: json!({"usage": usage, "status": status::REQUIRES_ACTION}) };
+        let terminal = Part::Finish { message_metadata: json!({"usage": usage, "status": RunStatus::RequiresAction}) };
         let terminal = self.emitter.append_terminal(&terminal).await?;
         self.emitter.keep().await?;
         let log = events::log_json(&self.emitter.log().await?);
@@ -511,15 +511,15 @@ impl<'a> Execution<'a> {
         let usage = json!({"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens});
         let (status, output, error, terminal) = match outcome {
             Outcome::Completed(text) => (
-                status::COMPLETED,
+                RunStatus::Completed,
                 Some(text),
                 None,
-                Part::Finish { message_metadata: json!({"usage": usage, "status": status::COMPLETED}) },
+                Part::Finish { message_metadata: json!({"usage": usage, "status": RunStatus::Completed}) },
             ),
             Outcome::Failed { code, message } => {
                 tracing::warn!(code, message, "run failed");
                 (
-                    status::FAILED,
+                    RunStatus::Failed,
                     None,
                     Some(json!({"code": code, "message": message})),
                     Part::Error { error_text: message },
@@ -529,19 +529,19 @@ impl<'a> Execution<'a> {
                 let [notice, abort] = runq_shared::cancel::cancelled_parts();
                 self.emitter.emit(&notice);
                 let error = json!({"code": "cancelled", "message": "the run was cancelled"});
-                (status::CANCELLED, None, Some(error), abort)
+                (RunStatus::Cancelled, None, Some(error), abort)
             }
             Outcome::TimedOut => {
                 let message = "the run exceeded its time limit".to_owned();
                 let error = json!({"code": "timed_out", "message": message});
-                (status::TIMED_OUT, None, Some(error), Part::Error { error_text: message })
+                (RunStatus::TimedOut, None, Some(error), Part::Error { error_text: message })
             }
             Outcome::HandBack | Outcome::Paused(_) => unreachable!("a handed-back or paused run does not finish here"),
         };
         let terminal = self.emitter.append_terminal(&terminal).await?;
         let log = events::log_json(&self.emitter.log().await?);
         let thread_messages =
-            if status == status::COMPLETED { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
+            if status == RunStatus::Completed { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
         let finish = Finish {
             status,
             output,
@@ -563,7 +563,7 @@ impl<'a> Execution<'a> {
         self.ctx.webhooks_due.notify_one();
         self.emitter.announce(&terminal).await?;
         self.start_successors(next_on_thread).await?;
-        tracing::info!(status, "run finished");
+        tracing::info!(status = status.as_str(), "run finished");
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use runq_shared::cancel;
 use runq_shared::db::approvals;
-use runq_shared::db::runs::{self, Lost, Requeued, status};
+use runq_shared::db::runs::{self, Lost, Requeued, RunStatus};
 use runq_shared::events::Part;
 use runq_shared::queue::{self, Job};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, every: Duration, requeue_after: Duration, 
 
 async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
     for lost in runs::end_lost(&ctx.db, PASS_LIMIT).await? {
-        runq_shared::metrics::run_finished(&lost.status);
+        runq_shared::metrics::run_finished(lost.status);
         close_stream(ctx, &lost).await?;
     }
     let expired = runs::requeue_expired(&ctx.claims, PASS_LIMIT).await?;
@@ -79,9 +79,9 @@ async fn pass(ctx: &Ctx, requeue_after: Duration) -> anyhow::Result<()> {
 
 /// Ends the event stream of a run the reconciler ended, so its clients see why.
 async fn close_stream(ctx: &Ctx, lost: &Lost) -> anyhow::Result<()> {
-    tracing::warn!(run_id = %lost.id, status = lost.status, "run ended by the reconciler");
+    tracing::warn!(run_id = %lost.id, status = lost.status.as_str(), "run ended by the reconciler");
     let message = lost.error["message"].as_str().unwrap_or("the run failed").to_owned();
-    let parts = if lost.status == status::CANCELLED {
+    let parts = if lost.status == RunStatus::Cancelled {
         cancel::cancelled_parts().to_vec()
     } else {
         vec![Part::Error { error_text: message }]

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use runq_shared::db::agents;
-use runq_shared::db::runs::RunRecord;
+use runq_shared::db::runs::{RunRecord, RunStatus};
 use runq_shared::domain::AgentRef;
 use runq_shared::id::RunId;
 use serde::Deserialize;
@@ -128,10 +128,11 @@ fn with_run_id(run: RunId, mut response: Response) -> Response {
 /// The finished run as a `chat.completion`.
 fn completion(model: &str, run: RunRecord) -> Response {
     let id = run.id;
-    if run.status != "completed" {
+    if run.status != RunStatus::Completed {
         // the provider or the run failed: a gateway error, with the run's own reason
         let message = run.error.as_ref().and_then(|e| e.0["message"].as_str()).unwrap_or("the run did not complete");
-        let error = json!({"error": {"message": message, "type": "server_error", "param": null, "code": run.status}});
+        let error =
+            json!({"error": {"message": message, "type": "server_error", "param": null, "code": run.status.as_str()}});
         return with_run_id(id, (StatusCode::BAD_GATEWAY, JsonResponse(error)).into_response());
     }
     let usage = run.usage.map(|u| u.0).unwrap_or_default();

@@ -4,7 +4,7 @@ use axum::Json as JsonResponse;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runq_shared::db::runs::RunRecord;
+use runq_shared::db::runs::{RunRecord, RunStatus};
 use runq_shared::domain::AgentRef;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -72,7 +72,7 @@ fn invoked(run: RunRecord) -> Response {
         "run_id": run.id,
         "thread_id": run.thread_id,
     });
-    if run.status == "completed" {
+    if run.status == RunStatus::Completed {
         return JsonResponse(json!({"status": "success", "data": {"result": run.output, "metadata": metadata}}))
             .into_response();
     }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use runq_shared::db::agents;
 use runq_shared::db::approvals::{self, Approval};
 use runq_shared::db::keys::KeyAuth;
-use runq_shared::db::runs::{self, Cancel, RunFilter, RunRecord};
+use runq_shared::db::runs::{self, Cancel, RunFilter, RunRecord, RunStatus};
 use runq_shared::domain::AgentRef;
 use runq_shared::events::RunKeys;
 use runq_shared::id::{AgentId, OperationId, RunId, VersionId};
@@ -43,8 +43,7 @@ pub struct RunObject {
     pub id: RunId,
     /// Always `"run"`.
     pub object: &'static str,
-    /// `queued | running | completed | failed | cancelled | timed_out`.
-    pub status: String,
+    pub status: RunStatus,
     pub agent_id: AgentId,
     pub version_id: VersionId,
     pub thread_id: String,
@@ -192,7 +191,7 @@ pub struct RunListQuery {
     /// Only runs of this agent (id `agt_…` or slug).
     agent_id: Option<String>,
     /// Only runs in this status.
-    status: Option<String>,
+    status: Option<RunStatus>,
     /// Only runs of this thread.
     thread_id: Option<String>,
 }
@@ -228,7 +227,7 @@ async fn get(
     Path(id): Path<RunId>,
 ) -> Result<JsonResponse<RunObject>> {
     let mut run = RunObject::from(runs::get(&state.db, auth.workspace_id, id).await?);
-    if run.status == runs::status::REQUIRES_ACTION {
+    if run.status == RunStatus::RequiresAction {
         run.pending_approvals = approvals::of_run(&state.db, run.id).await?;
         run.pending_approvals.retain(|a| a.status == "pending");
     }

@@ -17,19 +17,38 @@ use crate::domain::Page;
 use crate::id::{AgentId, ApprovalId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
 use crate::{Error, Result};
 
-/// Run statuses. `queued → running → completed | failed | cancelled | timed_out`; a run whose
-/// tool call waits for a person is `requires_action` until it is decided (then `queued` again).
-pub mod status {
-    pub const QUEUED: &str = "queued";
-    pub const RUNNING: &str = "running";
-    pub const REQUIRES_ACTION: &str = "requires_action";
-    pub const COMPLETED: &str = "completed";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
-    pub const TIMED_OUT: &str = "timed_out";
+/// Where a run is in its life: `queued → running → completed | failed | cancelled | timed_out`
+/// (retries go `running → queued`); a run whose tool call waits for a person is
+/// `requires_action` until it is decided, then `queued` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    RequiresAction,
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
 
-    pub fn is_terminal(status: &str) -> bool {
-        !matches!(status, QUEUED | RUNNING | REQUIRES_ACTION)
+impl RunStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::RequiresAction => "requires_action",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    /// Whether the run has ended for good.
+    pub const fn is_terminal(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running | Self::RequiresAction)
     }
 }
 
@@ -43,7 +62,7 @@ pub struct RunRecord {
     pub thread_id: String,
     pub operation_id: Option<OperationId>,
     pub item_index: Option<i32>,
-    pub status: String,
+    pub status: RunStatus,
     pub attempt: i32,
     pub input: Json<Vec<ChatMessage>>,
     pub output: Option<String>,
@@ -60,7 +79,7 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub fn is_terminal(&self) -> bool {
-        status::is_terminal(&self.status)
+        self.status.is_terminal()
     }
 
     /// Wall time from start to finish, in milliseconds.
@@ -255,7 +274,7 @@ pub async fn next_in_workspace(db: &PgPool, workspace: WorkspaceId, limit: i64) 
 /// The end of an attempt, as the worker saw it.
 #[derive(Debug, Clone)]
 pub struct Finish {
-    pub status: &'static str,
+    pub status: RunStatus,
     pub output: Option<String>,
     /// The provider-facing conversation of this attempt, for the run object.
     pub transcript: Vec<ChatMessage>,
@@ -402,7 +421,7 @@ pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> R
 #[derive(Debug, Default)]
 pub struct RunFilter {
     pub agent: Option<AgentId>,
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub thread: Option<String>,
 }
 
@@ -415,7 +434,7 @@ pub async fn list(db: &PgPool, workspace: WorkspaceId, filter: &RunFilter, page:
     )))
     .bind(workspace)
     .bind(filter.agent)
-    .bind(&filter.status)
+    .bind(filter.status)
     .bind(&filter.thread)
     .bind(page.limit())
     .bind(page.offset())
@@ -424,7 +443,7 @@ pub async fn list(db: &PgPool, workspace: WorkspaceId, filter: &RunFilter, page:
     let (total,) = sqlx::query_as(sqlx::AssertSqlSafe(format!("select count(*) from runs {WHERE}")))
         .bind(workspace)
         .bind(filter.agent)
-        .bind(&filter.status)
+        .bind(filter.status)
         .bind(&filter.thread)
         .fetch_one(db)
         .await?;
@@ -511,7 +530,7 @@ pub async fn end_lost(db: &PgPool, limit: i64) -> Result<Vec<Lost>> {
 pub struct Lost {
     pub id: RunId,
     pub workspace_id: WorkspaceId,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Json<Value>,
 }
 
@@ -543,7 +562,7 @@ pub enum Cancel {
 /// Asks for a run to stop. A queued run is cancelled on the spot; a running one is marked, and
 /// its worker (told by signal, or at its next lease renewal) stops it.
 pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Cancel> {
-    let row: Option<(String,)> = sqlx::query_as(
+    let row: Option<(RunStatus,)> = sqlx::query_as(
         "with before as (select id, status from runs where id = $1 and workspace_id = $2 for update)
          update runs set
              cancel_requested_at = coalesce(cancel_requested_at, now()),
@@ -561,8 +580,8 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
     .await?;
     match row {
         None => Err(Error::NotFound { code: "run_not_found", message: "Run not found" }),
-        Some((before,)) if before == status::QUEUED || before == status::REQUIRES_ACTION => Ok(Cancel::Cancelled),
-        Some((before,)) if before == status::RUNNING => Ok(Cancel::Cancelling),
+        Some((RunStatus::Queued | RunStatus::RequiresAction,)) => Ok(Cancel::Cancelled),
+        Some((RunStatus::Running,)) => Ok(Cancel::Cancelling),
         Some(_) => Ok(Cancel::Finished),
     }
 }

@@ -461,6 +461,11 @@ async fn runs_filter_by_agent_slug_and_an_async_operation_names_its_run_from_the
     assert_eq!(runs["data"][0]["id"], first["id"]);
     let (status, missing) = stack.app.call(Method::GET, "/v1/runs?agent_id=ghost", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let (_, completed) = stack.app.call(Method::GET, "/v1/runs?status=completed", None).await;
+    assert_eq!(completed["pagination"]["total"], 2);
+    let (status, bogus) = stack.app.call(Method::GET, "/v1/runs?status=done", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bogus}");
+    assert_eq!(bogus["error"]["details"]["field"], "status");
 
     let (status, op) = stack.run(json!({"agent_id": "bot", "prompt": "later [[mock delay=200]]", "async": true})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
