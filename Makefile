@@ -12,7 +12,7 @@ run: services
 ## test: every test, against real Redis and Postgres (started here when not running)
 test: services clean-test-dbs js-deps tools browser
 	$(CARGO) build --bins
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast; status=$$?; $(MAKE) --no-print-directory clean-test-dbs; exit $$status
 
 # what the tests drive besides the binaries: nextest runs them; curl and jq run reference 002's shell example
 tools:
@@ -49,7 +49,7 @@ build:
 install:
 	$(CARGO) install --locked --path cli
 
-# end-to-end tests create one database each (runq_test_*); drop what earlier runs left behind
+# end-to-end tests create one database each (runq_test_*): dropped before and after the tests
 clean-test-dbs:
 	@psql -h 127.0.0.1 -U postgres -Atc "select datname from pg_database where datname like 'runq_test_%'" \
 	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$$db\"" >/dev/null; done

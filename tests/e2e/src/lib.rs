@@ -34,12 +34,42 @@ fn redis_url() -> String {
 }
 
 /// Path of a binary built from this workspace, next to the test executable's `deps/` folder.
+/// A binary older than its sources is refused: the tests would test yesterday's code.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile dir");
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: run `cargo build --bins` (make test does)", path.display());
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).expect("binary modification time");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sources: &[&str] = match name {
+        "runq-api" => &["api", "shared", "migrations"],
+        "runq-worker" => &["worker", "shared", "migrations"],
+        "runq-mock" => &["tests/mock"],
+        "runq" => &["cli"],
+        _ => &[],
+    };
+    if let Some(newer) = sources.iter().find_map(|dir| newer_file(&root.join(dir), built)) {
+        panic!("{} is older than {}: run `cargo build --bins` (make test does)", path.display(), newer.display());
+    }
     path
+}
+
+/// A file under `dir` (sources, not build output) modified after `than`.
+fn newer_file(dir: &std::path::Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let skipped = path.file_name().is_some_and(|n| n == "target" || n == "node_modules");
+            if let Some(found) = (!skipped).then(|| newer_file(&path, than)).flatten() {
+                return Some(found);
+            }
+        } else if meta.modified().is_ok_and(|modified| modified > than) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Creates an empty database for one test and returns its URL; migrations are applied by the API.
