@@ -195,12 +195,11 @@ impl From<runq_shared::Error> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "postgres unavailable");
-                Self::Unavailable("postgres")
-            }
-            e => Self::Internal(e.into()),
+        if runq_shared::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "postgres unavailable");
+            Self::Unavailable("postgres")
+        } else {
+            Self::Internal(e.into())
         }
     }
 }
