@@ -98,6 +98,8 @@ impl Error {
             Self::RateLimited { limit, reset, retry_after } => {
                 json!({ "limit": limit, "reset": reset, "retry_after": retry_after })
             }
+            // the Retry-After header, also in the body for clients that only read the envelope
+            Self::Unavailable(_) => json!({ "retry_after": RETRY_AFTER_UNAVAILABLE }),
             _ => json!({}),
         }
     }

@@ -42,6 +42,14 @@ struct Answer {
     body: Value,
 }
 
+/// A 503 in the error envelope whose `Retry-After` header and `details.retry_after` agree.
+fn assert_unavailable(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{what} → {}", answer.body);
+    assert_envelope(&answer.body, "service_unavailable");
+    let header = answer.retry_after.as_deref().unwrap_or_else(|| panic!("{what}: 503 without Retry-After"));
+    assert_eq!(answer.body["error"]["details"]["retry_after"].to_string(), header, "{what}: {}", answer.body);
+}
+
 /// The runs' final parts (`finish` or `error`) in a stream.
 fn terminal_parts(stream: &SseReader) -> usize {
     parts_of(&stream.frames).iter().filter(|p| p["type"] == "finish" || p["type"] == "error").count()
@@ -139,14 +147,7 @@ async fn postgres_goes_away_under_load(outage: Outage) {
     };
     let (probed, blocked, ()) = tokio::join!(prober, blocked, outage_and_back);
     drop(lock);
-    assert_eq!(
-        blocked.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "a request cut off mid-query by the outage: {}",
-        blocked.body
-    );
-    assert_envelope(&blocked.body, "service_unavailable");
-    assert!(blocked.retry_after.is_some(), "a request cut off mid-query: 503 without Retry-After");
+    assert_unavailable(&blocked, "PATCH /v1/agents/bot, cut off mid-query by the outage");
     assert!(probed.refused > 0 && probed.accepted.len() > 1, "the probe missed the outage: {probed:?}");
     operations.extend(probed.accepted);
 
@@ -194,9 +195,7 @@ async fn refusals_while_down(cluster: &Cluster, run: &str, operation: &str, fres
     }))
     .await;
     for (method, path, answer) in answers {
-        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path} → {}", answer.body);
-        assert_envelope(&answer.body, "service_unavailable");
-        assert!(answer.retry_after.is_some(), "{method} {path}: 503 without Retry-After");
+        assert_unavailable(&answer, &format!("{method} {path}"));
     }
 }
 
@@ -229,8 +228,7 @@ async fn probe(cluster: &Cluster, run: &str, probing: &AtomicBool) -> Probed {
                 probed.accepted.push(answer.body["operation_id"].as_str().expect("operation id").to_owned());
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                assert_envelope(&answer.body, "service_unavailable");
-                assert!(answer.retry_after.is_some(), "{method} {path}: 503 without Retry-After");
+                assert_unavailable(&answer, &format!("{method} {path}"));
                 probed.refused += 1;
             }
             status => panic!("{method} {path} → {status} {}", answer.body),
