@@ -148,7 +148,7 @@ async fn postgres_goes_away_under_load(outage: Outage) {
     let (probed, blocked, ()) = tokio::join!(prober, blocked, outage_and_back);
     drop(lock);
     assert_unavailable(&blocked, "PATCH /v1/agents/bot, cut off mid-query by the outage");
-    assert!(probed.refused > 0 && probed.accepted.len() > 1, "the probe missed the outage: {probed:?}");
+    assert!(probed.refused > 0 && !probed.accepted.is_empty(), "the probe missed the outage: {probed:?}");
     operations.extend(probed.accepted);
 
     let (status, after) = cluster.run(0, json!({"agent_id": "bot", "prompt": "after"})).await;
@@ -216,7 +216,7 @@ async fn probe(cluster: &Cluster, run: &str, probing: &AtomicBool) -> Probed {
     let mut i = 0_u32;
     while probing.load(Ordering::Relaxed) {
         i += 1;
-        let (method, path, body) = if i % 2 == 0 {
+        let (method, path, body) = if i.is_multiple_of(2) {
             (Method::POST, "/v1/run".to_owned(), Some(&body))
         } else {
             (Method::GET, format!("/v1/runs/{run}"), None)
