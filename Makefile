@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick
+.PHONY: run test services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick soak
 
 ## run: bring up the local demo stack (Redis, Postgres, mock provider, API, worker)
 run: services
@@ -68,3 +68,9 @@ bench: services
 bench-quick: services
 	$(CARGO) build --release --bins
 	$(BENCH_ULIMIT) ./target/release/runq-bench --quick
+
+## soak: 10 min of mixed load (SOAK_MINUTES=N to change) with a worker restart every minute; prints
+## RSS and open fds of API and workers each minute, then errors and runs not terminal (both 0)
+soak: services
+	$(CARGO) build --bins
+	python3 tests/soak/soak.py

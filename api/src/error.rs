@@ -98,6 +98,8 @@ impl Error {
             Self::RateLimited { limit, reset, retry_after } => {
                 json!({ "limit": limit, "reset": reset, "retry_after": retry_after })
             }
+            // the Retry-After header, also in the body for clients that only read the envelope
+            Self::Unavailable(_) => json!({ "retry_after": RETRY_AFTER_UNAVAILABLE }),
             _ => json!({}),
         }
     }
@@ -195,12 +197,11 @@ impl From<runq_shared::Error> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %e, "postgres unavailable");
-                Self::Unavailable("postgres")
-            }
-            e => Self::Internal(e.into()),
+        if runq_shared::db::is_unavailable(&e) {
+            tracing::warn!(error = %e, "postgres unavailable");
+            Self::Unavailable("postgres")
+        } else {
+            Self::Internal(e.into())
         }
     }
 }

@@ -100,9 +100,15 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
         if let Err(e) = &result {
             // Postgres or Redis failed under this run: give it back now rather than after the lease
             tracing::warn!(error = ?e, "execution failed; handing the run back");
-            if runs::hand_back(&ctx.claims, run, attempt).await.unwrap_or(false) {
-                let job = Job { request_id: job.request_id.clone(), ..Job::new(run, job.workspace, job.cap) };
-                queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &[job]).await?;
+            match runs::hand_back(&ctx.claims, run, attempt).await {
+                Ok(true) => {
+                    let job = Job { request_id: job.request_id.clone(), ..Job::new(run, job.workspace, job.cap) };
+                    queue::push(&mut ctx.broker.conn.clone(), ctx.broker.queue(), &[job]).await?;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "hand-back failed; the run is retried once its lease expires");
+                }
             }
         }
         result

@@ -54,6 +54,21 @@ fn pool_options(config: &StoreConfig, acquire_timeout: Duration) -> PgPoolOption
         .idle_timeout(Duration::from_secs(300))
 }
 
+/// Whether an error means Postgres is unreachable or going away, rather than that a query is
+/// wrong: no connection within the acquire timeout, a broken socket, or the server ending the
+/// session (a shutdown terminates every session with `57P01`, a crash with `57P02`; `57P03`
+/// while it starts; class `08`: connection exceptions; `53300`: no connection slot left). A
+/// caller may retry once it is back; the API answers 503.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 /// Applies pending migrations. Safe to call from several processes at once: sqlx takes an
 /// advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

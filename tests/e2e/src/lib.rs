@@ -6,6 +6,7 @@
 //! - [`TestApp`] — one API process and its database, with request helpers.
 //! - [`fresh_database`] — creates `runq_test_<uuid>` and returns its URL.
 //! - [`bin`] — path of a workspace binary (`make test` builds them first).
+//! - [`PrivatePostgres`] — a Postgres cluster of one test, which it can stop and start again.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -21,6 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use runq_mock::{MockConfig, MockServer};
+
+mod postgres;
+pub use postgres::PrivatePostgres;
 
 /// The master key every test process shares.
 pub const MASTER_KEY: &str = "6b9d7e0f1a2c3b4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5";

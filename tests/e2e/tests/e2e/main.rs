@@ -11,6 +11,7 @@ mod gateway;
 mod management;
 mod metrics;
 mod ops;
+mod postgres;
 mod ratelimit;
 mod reference;
 mod runs;
