@@ -106,6 +106,7 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let (empty, seeded) = outcome?;
 
     let metric = |finished: &str| format!("sync run c=1: Postgres CPU per run, {finished} finished runs in the table");
+    let metric_with = |finished: &str, statistics: &str| format!("{}, {statistics}", metric(finished));
     let mut rows =
         vec![Row::new(metric("0"), empty[0].describe()).baseline(format!("stream: true: {}", empty[1].describe()))];
     let seeded_count = thousands(SEEDED as f64);
@@ -123,18 +124,15 @@ pub async fn run(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let (sync, stream) = growth(&kept);
     rows.push(
         Row::new(
-            metric(&format!("{seeded_count} (statistics as the server keeps them, autovacuum {autovacuum})")),
+            metric_with(&seeded_count, &format!("statistics as the server keeps them (autovacuum {autovacuum})")),
             format!("{} (×{sync:.2} vs 0; seeded in {:.1} s)", kept[0].describe(), took.as_secs_f64()),
         )
         .baseline(format!("stream: true: {} (×{stream:.2} vs 0)", kept[1].describe())),
     );
     let (sync, stream) = growth(&analyzed);
     rows.push(
-        Row::new(
-            metric(&format!("{seeded_count} (after analyze)")),
-            format!("{} (×{sync:.2} vs 0)", analyzed[0].describe()),
-        )
-        .baseline(format!("stream: true: {} (×{stream:.2} vs 0)", analyzed[1].describe())),
+        Row::new(metric_with(&seeded_count, "after analyze"), format!("{} (×{sync:.2} vs 0)", analyzed[0].describe()))
+            .baseline(format!("stream: true: {} (×{stream:.2} vs 0)", analyzed[1].describe())),
     );
     Ok(rows)
 }
