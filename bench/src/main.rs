@@ -12,8 +12,8 @@
 //! - `main.rs` — flags, and the start → scenarios → teardown sequence (also on Ctrl-C).
 //! - [`stack`] — starting and stopping the processes, the database, the agent under test.
 //! - [`scenarios`] — the plan (N values per mode) and one module per scenario:
-//!   `ttft`, `sync`, `ratelimit`, `observability`, `queue_wait`, `sustained`, `batch`, `streams`; `pairs`
-//!   runs interleaved
+//!   `growth`, `ttft`, `sync`, `ratelimit`, `observability`, `queue_wait`, `sustained` (one and four
+//!   workspaces), `batch`, `streams`; `pairs` runs interleaved
 //!   direct/runq request pairs, `sse` scans SSE frames.
 //! - [`procfs`] — CPU time, RSS, process lookup and machine facts from `/proc`.
 //! - [`stats`] — percentiles.

@@ -49,6 +49,10 @@ pub fn pids_named(name: &str) -> Vec<u32> {
 pub enum Group {
     Pid(u32),
     Named(&'static str),
+    /// These processes (Postgres backends found by the caller), as they are at each snapshot.
+    Pids(Vec<u32>),
+    /// Processes named `name` other than these.
+    NamedExcept(&'static str, Vec<u32>),
 }
 
 impl Group {
@@ -56,6 +60,8 @@ impl Group {
         match self {
             Group::Pid(pid) => vec![*pid],
             Group::Named(name) => pids_named(name),
+            Group::Pids(pids) => pids.clone(),
+            Group::NamedExcept(name, except) => pids_named(name).into_iter().filter(|p| !except.contains(p)).collect(),
         }
     }
 }
@@ -93,6 +99,12 @@ impl CpuSnapshot {
     /// between counts from zero; one that ended in between is lost.
     pub fn percent_since(&self, earlier: &CpuSnapshot) -> Vec<(String, f64)> {
         let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-9);
+        self.ms_since(earlier).into_iter().map(|(label, ms)| (label, ms / 1000.0 / wall * 100.0)).collect()
+    }
+
+    /// CPU time of each group since `earlier`, in milliseconds (clock-tick resolution, 10 ms
+    /// per process on most systems). Counted as [`Self::percent_since`] counts.
+    pub fn ms_since(&self, earlier: &CpuSnapshot) -> Vec<(String, f64)> {
         self.ticks
             .iter()
             .map(|(label, now)| {
@@ -101,7 +113,7 @@ impl CpuSnapshot {
                     .iter()
                     .map(|(pid, t)| t.saturating_sub(before.and_then(|b| b.get(pid).copied()).unwrap_or(0)))
                     .sum();
-                (label.clone(), used as f64 / *CLK_TCK / wall * 100.0)
+                (label.clone(), used as f64 / *CLK_TCK * 1000.0)
             })
             .collect()
     }

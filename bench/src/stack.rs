@@ -16,7 +16,7 @@ use anyhow::{Context, bail, ensure};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
@@ -25,6 +25,8 @@ use tokio::sync::oneshot;
 pub const DATABASE: &str = "runq_bench";
 /// Slug of the agent every scenario runs (OpenAI protocol, on the mock provider).
 pub const AGENT: &str = "bench";
+/// `application_name` of the bench's own connections, so they are told apart from runq's.
+const BENCH_APPLICATION: &str = "runq-bench";
 /// API key the worker presents to the mock (any key but `bad-key`/`invalid*` is accepted).
 pub const PROVIDER_KEY: &str = "sk-bench";
 /// Any 32 bytes: provider secrets only need to round-trip between API and worker.
@@ -142,8 +144,9 @@ impl Stack {
         self.mock = format!("http://{mock}");
         self.start_runq().await?;
         let url = format!("{}/{DATABASE}?sslmode=disable", self.options.postgres_url);
-        self.db = Some(PgPoolOptions::new().max_connections(4).connect(&url).await?);
-        self.create_agent().await?;
+        let options = url.parse::<PgConnectOptions>()?.application_name(BENCH_APPLICATION);
+        self.db = Some(PgPoolOptions::new().max_connections(4).connect_with(options).await?);
+        self.create_agent(&self.admin_key).await?;
         self.smoke_test().await
     }
 
@@ -190,13 +193,8 @@ impl Stack {
     }
 
     /// Starts `bin`; returns the address of its `listening addr=` line, for those that print one.
-    async fn spawn(
-        &mut self,
-        name: &'static str,
-        bin: &str,
-        log_filter: &str,
-        extra_env: &[(&str, &str)],
-    ) -> anyhow::Result<Option<SocketAddr>> {
+    /// `bin` with the stack's environment (and no `RUNQ_` variable of the bench's own).
+    fn command(&self, bin: &str, log_filter: &str) -> Command {
         let mut cmd = Command::new(self.options.bin_dir.join(bin));
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("RUNQ_")) {
             cmd.env_remove(key);
@@ -210,8 +208,19 @@ impl Stack {
             .env("RUNQ_MOCK_BIND", "127.0.0.1:0")
             .env("RUNQ_LOG_FORMAT", "text")
             .env("RUST_LOG", log_filter)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .envs(extra_env.iter().copied())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        cmd
+    }
+
+    async fn spawn(
+        &mut self,
+        name: &'static str,
+        bin: &str,
+        log_filter: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Option<SocketAddr>> {
+        let mut cmd = self.command(bin, log_filter);
+        cmd.envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -243,21 +252,45 @@ impl Stack {
         }
     }
 
-    async fn create_agent(&self) -> anyhow::Result<()> {
+    /// The bench agent on the mock provider, in the workspace of `key`.
+    async fn create_agent(&self, key: &str) -> anyhow::Result<()> {
         let provider = json!({
             "name": "mock", "kind": "openai", "base_url": format!("{}/v1", self.mock), "api_key": PROVIDER_KEY,
         });
-        self.manage("/v1/providers", provider).await?;
-        self.manage("/v1/agents", json!({"name": AGENT, "slug": AGENT})).await?;
+        self.manage(key, "/v1/providers", provider).await?;
+        self.manage(key, "/v1/agents", json!({"name": AGENT, "slug": AGENT})).await?;
         let version = json!({"provider": "mock", "model": "mock-model", "deploy": true});
-        self.manage(&format!("/v1/agents/{AGENT}/versions"), version).await
+        self.manage(key, &format!("/v1/agents/{AGENT}/versions"), version).await
     }
 
-    async fn manage(&self, path: &str, body: Value) -> anyhow::Result<()> {
-        let res = self.post(path).json(&body).send().await?;
+    async fn manage(&self, key: &str, path: &str, body: Value) -> anyhow::Result<()> {
+        let res = self.post_as(key, path).json(&body).send().await?;
         let status = res.status();
         ensure!(status == StatusCode::CREATED, "POST {path}: {status} {}", res.text().await.unwrap_or_default());
         Ok(())
+    }
+
+    /// Another workspace with the bench agent, as an operator makes one: `runq-api bootstrap
+    /// --workspace NAME` (which prints its first key), then the admin key moves it to the
+    /// `enterprise` plan so the bench is not rate limited. Returns the workspace's key.
+    pub async fn add_workspace(&self, name: &str) -> anyhow::Result<String> {
+        let out = self.command("runq-api", "warn").args(["bootstrap", "--workspace", name]).output().await?;
+        ensure!(out.status.success(), "runq-api bootstrap: {}", String::from_utf8_lossy(&out.stderr).trim());
+        let created: Value = serde_json::from_slice(&out.stdout).context("runq-api bootstrap printed no JSON")?;
+        let (Some(workspace), Some(key)) = (created["workspace_id"].as_str(), created["key"].as_str()) else {
+            bail!("runq-api bootstrap printed no workspace_id and key: {created}");
+        };
+        let res = self
+            .http
+            .patch(format!("{}/v1/workspaces/{workspace}", self.api))
+            .header("x-api-key", &self.admin_key)
+            .json(&json!({"plan": "enterprise"}))
+            .send()
+            .await?;
+        let status = res.status();
+        ensure!(status.is_success(), "PATCH /v1/workspaces/{workspace}: {status} {}", res.text().await?);
+        self.create_agent(key).await?;
+        Ok(key.to_owned())
     }
 
     /// One sync run, retried while the worker starts.
@@ -286,11 +319,13 @@ impl Stack {
 
     /// A POST to the API with the admin key.
     pub fn post(&self, path: &str) -> RequestBuilder {
+        self.post_as(&self.admin_key, path)
+    }
+
+    /// A POST to the API with `key`.
+    pub fn post_as(&self, key: &str, path: &str) -> RequestBuilder {
         // a JSON client: `POST /v1/run` without `stream` answers JSON to it
-        self.http
-            .post(format!("{}{path}", self.api))
-            .header("x-api-key", &self.admin_key)
-            .header("accept", "application/json")
+        self.http.post(format!("{}{path}", self.api)).header("x-api-key", key).header("accept", "application/json")
     }
 
     /// A GET from the API with the admin key.
@@ -316,6 +351,28 @@ impl Stack {
     /// The bench database.
     pub fn db(&self) -> &PgPool {
         self.db.as_ref().expect("launched")
+    }
+
+    /// Process ids of the Postgres backends serving runq in the bench database (the API's and
+    /// the worker's connections, autovacuum there), not the bench's own connections.
+    pub async fn postgres_backends(&self) -> anyhow::Result<Vec<u32>> {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "select pid from pg_stat_activity where datname = current_database() and application_name <> $1",
+        )
+        .bind(BENCH_APPLICATION)
+        .fetch_all(self.db())
+        .await?;
+        Ok(pids.into_iter().filter_map(|pid| u32::try_from(pid).ok()).collect())
+    }
+
+    /// The WAL position and counters of the whole Postgres server, now.
+    pub async fn wal(&self) -> anyhow::Result<Wal> {
+        Ok(sqlx::query_as(
+            "select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 as lsn, wal_records, wal_fpi
+             from pg_stat_wal",
+        )
+        .fetch_one(self.db())
+        .await?)
     }
 
     /// Process id of `api`, `worker` or `mock`.
@@ -410,6 +467,29 @@ impl Stack {
     }
 }
 
+/// WAL written by the whole server (every database: other users of a shared Postgres count
+/// too). `lsn` is exact at once; the `pg_stat_wal` counters are flushed by each backend about
+/// once a second, so over a window of seconds they are close.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Wal {
+    /// Bytes of WAL since `0/0`.
+    pub lsn: f64,
+    pub wal_records: i64,
+    pub wal_fpi: i64,
+}
+
+impl Wal {
+    /// WAL written since `earlier`, per `runs`: (bytes, records, full-page images).
+    pub fn per_run_since(&self, earlier: &Wal, runs: f64) -> (f64, f64, f64) {
+        let runs = runs.max(1.0);
+        (
+            (self.lsn - earlier.lsn) / runs,
+            (self.wal_records - earlier.wal_records) as f64 / runs,
+            (self.wal_fpi - earlier.wal_fpi) as f64 / runs,
+        )
+    }
+}
+
 /// Reads the mock provider's counters (`GET /_mock/stats`).
 #[derive(Debug, Clone)]
 pub struct MockProbe {
@@ -462,4 +542,17 @@ async fn copy_log(
         let _ = file.write_all(b"\n").await;
     }
     let _ = file.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wal;
+
+    #[test]
+    fn wal_per_run_divides_the_difference_and_never_by_zero() {
+        let before = Wal { lsn: 1_000.0, wal_records: 10, wal_fpi: 1 };
+        let after = Wal { lsn: 21_480.0, wal_records: 110, wal_fpi: 3 };
+        assert_eq!(after.per_run_since(&before, 2.0), (10_240.0, 50.0, 1.0));
+        assert_eq!(after.per_run_since(&before, 0.0), (20_480.0, 100.0, 2.0));
+    }
 }

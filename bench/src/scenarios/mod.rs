@@ -7,6 +7,7 @@
 //! `n/a (error: …)` row; the others still run.
 
 mod batch;
+mod growth;
 mod observability;
 mod pairs;
 mod queue_wait;
@@ -20,7 +21,7 @@ mod ttft;
 use std::fmt;
 use std::time::Duration;
 
-use crate::report::Row;
+use crate::report::{Row, thousands};
 use crate::stack::Stack;
 
 /// `--quick` or `--full`.
@@ -44,6 +45,9 @@ impl fmt::Display for Mode {
 /// nothing) and leaves thousands of runs in flight for the teardown to kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Scenario {
+    /// Postgres CPU per sync (and streamed) run with 0 and with 100,000 finished runs in the
+    /// table. First, while the table is empty; it truncates what it wrote.
+    Growth,
     /// Added time to first token vs the provider called directly (c=1 and c=64).
     Ttft,
     /// Sync `POST /v1/run` latency vs a direct non-streaming call (c=1 and c=64).
@@ -54,8 +58,10 @@ pub enum Scenario {
     Observability,
     /// Enqueue → worker start (`queue_wait_us`), idle and at c=64.
     QueueWait,
-    /// Sustained async runs/s with a zero-latency provider, and CPU per process.
+    /// Sustained async runs/s with a zero-latency provider, CPU per process, CPU and WAL per run.
     Sustained,
+    /// The same, with the clients spread over four workspaces.
+    SustainedWorkspaces,
     /// Accepting a 10,000-query batch, and its drain rate.
     Batch,
     /// Memory per open SSE stream (API) and per in-flight run (worker).
@@ -74,6 +80,9 @@ impl fmt::Display for Scenario {
 pub struct Plan {
     pub mode: Mode,
     pub scenarios: Vec<Scenario>,
+    /// Sequential runs per measurement of the growth scenario (sync and stream, at two table
+    /// sizes).
+    pub growth_runs: usize,
     /// (concurrency, measured pairs) of the TTFT comparison.
     pub ttft: [(usize, usize); 2],
     /// (concurrency, measured pairs) of the sync latency comparison.
@@ -96,12 +105,14 @@ impl Plan {
     pub fn new(mode: Mode, streams: Option<usize>, only: &[Scenario]) -> Self {
         let mut scenarios = if only.is_empty() {
             vec![
+                Scenario::Growth,
                 Scenario::Ttft,
                 Scenario::Sync,
                 Scenario::Ratelimit,
                 Scenario::Observability,
                 Scenario::QueueWait,
                 Scenario::Sustained,
+                Scenario::SustainedWorkspaces,
                 Scenario::Batch,
                 Scenario::Streams,
             ]
@@ -114,6 +125,7 @@ impl Plan {
         Self {
             mode,
             scenarios,
+            growth_runs: if full { 1_000 } else { 300 },
             ttft: if full { [(1, 2_000), (64, 5_000)] } else { [(1, 300), (64, 1_000)] },
             sync: if full { [(1, 2_000), (64, 5_000)] } else { [(1, 300), (64, 1_000)] },
             queue_idle_runs: if full { 1_000 } else { 200 },
@@ -136,10 +148,12 @@ impl Plan {
     pub fn describe(&self) -> String {
         let scenarios: Vec<String> = self.scenarios.iter().map(ToString::to_string).collect();
         format!(
-            "scenarios: {}; TTFT pairs c={}: {}, c={}: {}; sync pairs c={}: {}, c={}: {}; queue wait: {} idle runs, \
-             {} runs at c={}; sustained: {} s, {} clients, backlog ≤ {}; batch: {}; streams: {} (opened {} at a \
+            "scenarios: {}; growth: {} sequential runs per measurement, {} finished runs seeded; TTFT pairs c={}: {}, c={}: {}; sync pairs c={}: {}, c={}: {}; queue wait: {} idle runs, \
+             {} runs at c={}; sustained: {} s, {} clients, backlog ≤ {} (again over 4 workspaces); batch: {}; streams: {} (opened {} at a \
              time); worker concurrency {}",
             scenarios.join(", "),
+            self.growth_runs,
+            thousands(growth::SEEDED as f64),
             self.ttft[0].0,
             self.ttft[0].1,
             self.ttft[1].0,
@@ -179,12 +193,14 @@ pub async fn run(stack: &mut Stack, plan: &Plan) -> Vec<Row> {
         }
         eprintln!("runq-bench: {scenario}…");
         let outcome = match scenario {
+            Scenario::Growth => growth::run(stack, plan).await,
             Scenario::Ttft => ttft::run(stack, plan).await,
             Scenario::Sync => sync::run(stack, plan).await,
             Scenario::Ratelimit => ratelimit::run(stack, plan).await,
             Scenario::Observability => observability::run(stack, plan).await,
             Scenario::QueueWait => queue_wait::run(stack, plan).await,
             Scenario::Sustained => sustained::run(stack, plan).await,
+            Scenario::SustainedWorkspaces => sustained::run_workspaces(stack, plan).await,
             Scenario::Batch => batch::run(stack, plan).await,
             Scenario::Streams => streams::run(stack, plan).await,
         };

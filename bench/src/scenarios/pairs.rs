@@ -146,6 +146,12 @@ impl Endpoints {
         }
     }
 
+    /// The same endpoints, runq's called with `key` (another workspace's).
+    pub fn with_key(mut self, key: &str) -> Self {
+        key.clone_into(&mut self.admin_key);
+        self
+    }
+
     /// `POST /v1/chat/completions` straight to the mock, with `prompt` as the user message.
     pub fn direct(&self, prompt: &str, stream: bool) -> RequestBuilder {
         let mut body = json!({"model": "mock-model", "messages": [{"role": "user", "content": prompt}]});

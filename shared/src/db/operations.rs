@@ -58,13 +58,15 @@ pub async fn create(db: impl PgExecutor<'_>, workspace: WorkspaceId, kind: &str,
 /// Gives a run an operation to be polled by (a sync call that outlived its wait), once.
 pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<OperationId> {
     let mut tx = db.begin().await?;
-    let (existing,): (Option<OperationId>,) =
-        sqlx::query_as("select operation_id from runs where id = $1 and workspace_id = $2 for update")
+    // by id alone, the workspace compared on the row (see `runs`)
+    let row: Option<(WorkspaceId, Option<OperationId>)> =
+        sqlx::query_as("select workspace_id, operation_id from runs where id = $1 for update")
             .bind(run)
-            .bind(workspace)
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })?;
+            .await?;
+    let (_, existing) = row
+        .filter(|(owner, _)| *owner == workspace)
+        .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })?;
     if let Some(id) = existing {
         return Ok(id);
     }
@@ -79,13 +81,17 @@ pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<
 }
 
 pub async fn get(db: &PgPool, workspace: WorkspaceId, id: OperationId) -> Result<(Operation, Progress)> {
-    let operation: Operation =
-        sqlx::query_as("select id, kind, total, created_at from operations where id = $1 and workspace_id = $2")
+    // by id alone, the workspace compared on the row: an index led by `workspace_id` must never
+    // be the plan for a lookup by primary key (see `runs`)
+    let row: Option<(WorkspaceId, String, i32, DateTime<Utc>)> =
+        sqlx::query_as("select workspace_id, kind, total, created_at from operations where id = $1")
             .bind(id)
-            .bind(workspace)
             .fetch_optional(db)
-            .await?
-            .ok_or(Error::NotFound { code: "operation_not_found", message: "Operation not found" })?;
+            .await?;
+    let operation = row
+        .filter(|(owner, ..)| *owner == workspace)
+        .map(|(_, kind, total, created_at)| Operation { id, kind, total, created_at })
+        .ok_or(Error::NotFound { code: "operation_not_found", message: "Operation not found" })?;
     let progress = sqlx::query_as(
         "select $2::bigint as total,
                 count(*) filter (where status = 'completed') as completed,

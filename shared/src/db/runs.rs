@@ -1,5 +1,11 @@
 //! Runs: recorded by the API, claimed and finished by workers. Every state change is a
 //! conditional update, so a duplicate job or a worker that lost its lease changes nothing.
+//!
+//! A run is looked up by its id alone and its workspace compared on the row it returns. With
+//! `and workspace_id = $2` in the query, the plan Postgres caches for a prepared statement while
+//! the table is small (or has no statistics) may walk the workspace's runs through an index led
+//! by `workspace_id` and filter them by id: a read that grows with every run the workspace ever
+//! had, on every sync run (issue 11).
 
 use std::time::Duration;
 
@@ -397,24 +403,23 @@ pub async fn pause(
     Ok(row.is_some())
 }
 
+fn run_not_found() -> Error {
+    Error::NotFound { code: "run_not_found", message: "Run not found" }
+}
+
 pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) -> Result<RunRecord> {
-    sqlx::query_as(concat!("select ", record_columns!(), " from runs where id = $1 and workspace_id = $2"))
+    let record: Option<RunRecord> = sqlx::query_as(concat!("select ", record_columns!(), " from runs where id = $1"))
         .bind(run)
-        .bind(workspace)
         .fetch_optional(db)
-        .await?
-        .ok_or(Error::NotFound { code: "run_not_found", message: "Run not found" })
+        .await?;
+    record.filter(|r| r.workspace_id == workspace).ok_or_else(run_not_found)
 }
 
 /// The stored event log of a finished run, `[{seq, at_ms, data}]`, when Redis no longer has it.
 pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Option<Value>> {
-    let row: Option<(Option<Json<Value>>,)> =
-        sqlx::query_as("select events from runs where id = $1 and workspace_id = $2")
-            .bind(run)
-            .bind(workspace)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.and_then(|(events,)| events.map(|e| e.0)))
+    let row: Option<(WorkspaceId, Option<Json<Value>>)> =
+        sqlx::query_as("select workspace_id, events from runs where id = $1").bind(run).fetch_optional(db).await?;
+    Ok(row.filter(|(owner, _)| *owner == workspace).and_then(|(_, events)| events.map(|e| e.0)))
 }
 
 /// Filters of `GET /v1/runs`.
@@ -563,7 +568,7 @@ pub enum Cancel {
 /// its worker (told by signal, or at its next lease renewal) stops it.
 pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Cancel> {
     let row: Option<(RunStatus,)> = sqlx::query_as(
-        "with before as (select id, status from runs where id = $1 and workspace_id = $2 for update)
+        "with before as (select id, status, workspace_id from runs where id = $1 for update)
          update runs set
              cancel_requested_at = coalesce(cancel_requested_at, now()),
              status = case when before.status in ('queued', 'requires_action') then 'cancelled' else runs.status end,
@@ -571,7 +576,7 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
              error = case when before.status in ('queued', 'requires_action')
                           then '{\"code\": \"cancelled\", \"message\": \"the run was cancelled\"}'::jsonb
                           else runs.error end
-         from before where runs.id = before.id
+         from before where runs.id = before.id and before.workspace_id = $2
          returning before.status",
     )
     .bind(run)
@@ -579,7 +584,7 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
     .fetch_optional(db)
     .await?;
     match row {
-        None => Err(Error::NotFound { code: "run_not_found", message: "Run not found" }),
+        None => Err(run_not_found()),
         Some((RunStatus::Queued | RunStatus::RequiresAction,)) => Ok(Cancel::Cancelled),
         Some((RunStatus::Running,)) => Ok(Cancel::Cancelling),
         Some(_) => Ok(Cancel::Finished),
