@@ -2,7 +2,7 @@
 //! the authenticated caller.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -68,6 +68,7 @@ async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Err
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    reject_nul_in_json(bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let reason = e.inner().to_string();
@@ -76,6 +77,58 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         }
         invalid_at(&e.path().to_string(), reason)
     })
+}
+
+/// Postgres stores no NUL character, neither in text nor in `jsonb`: a body that carries one
+/// (`\u0000`, the only way JSON can) is refused here, naming the field, instead of failing in
+/// the database. The bytes are scanned first; only a body that has the escape is parsed to find
+/// where it is.
+fn reject_nul_in_json(bytes: &[u8]) -> Result<(), Error> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    // malformed JSON, or `\\u0000` (an escaped backslash): deserializing says what is wrong
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else { return Ok(()) };
+    match nul_path(&value, String::new()) {
+        Some(path) if path.is_empty() => Err(Error::invalid("body", NUL_REASON)),
+        Some(path) => Err(Error::invalid(path, NUL_REASON)),
+        None => Ok(()),
+    }
+}
+
+const NUL_REASON: &str = "must not contain the NUL character (\\u0000)";
+
+/// The path (`messages[0].content`, as serde_path_to_error writes it) of the first string or
+/// object key holding a NUL character.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let field = |path: &str, key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(field(&path, &k.replace('\0', "\\u0000")))
+            } else {
+                nul_path(v, field(&path, k))
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// The decoded `key=value` pairs of a query string; a NUL character (`%00`) in either is refused,
+/// naming the parameter, for the reason [`reject_nul_in_json`] gives.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Error> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(key, value)| {
+            if key.contains('\0') || value.contains('\0') {
+                return Err(Error::invalid(key.replace('\0', "%00"), NUL_REASON));
+            }
+            Ok((key.into_owned(), value.into_owned()))
+        })
+        .collect()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -113,6 +166,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
         let query = parts.uri.query().unwrap_or_default();
+        query_pairs(query)?;
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Query)
@@ -127,6 +181,12 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        // `%00` in a segment decodes to a NUL character, which Postgres cannot compare with
+        if let Ok(params) = RawPathParams::from_request_parts(parts, state).await
+            && let Some((name, _)) = params.iter().find(|(_, value)| value.contains('\0'))
+        {
+            return Err(Error::invalid(name, NUL_REASON));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))

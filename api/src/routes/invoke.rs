@@ -109,9 +109,8 @@ async fn stream(
 /// The turn of `GET /v1/agents/{id}/stream` from its query string.
 fn stream_turn(query: &str) -> Result<TurnFields> {
     let mut turn = TurnFields::default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let value = value.into_owned();
-        match key.as_ref() {
+    for (key, value) in crate::extract::query_pairs(query)? {
+        match key.as_str() {
             "query" | "prompt" => turn.query = Some(value),
             "thread_id" | "threadId" => turn.thread_id = Some(value),
             key => match key.strip_prefix("variables[").and_then(|rest| rest.strip_suffix(']')) {
