@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use runq_shared::db::Paged;
 use runq_shared::domain::Page;
@@ -90,6 +92,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(|| async { Error::route_not_found() })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(max_body_bytes, refuse_announced_oversize))
         .layer(axum::middleware::from_fn(crate::ratelimit::headers))
         .layer(CatchPanicLayer::custom(|_| panicked()))
         // inside the request span (its log line carries the span) and outside the panic
@@ -99,6 +102,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A body whose `Content-Length` is over the limit is refused at once, before any of it is read
+/// (the limit above only stops reading once that many bytes have arrived).
+async fn refuse_announced_oversize(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let announced = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > max as u64) {
+        return Error::PayloadTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 fn panicked() -> Response {

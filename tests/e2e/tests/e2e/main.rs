@@ -8,6 +8,7 @@ mod errors;
 mod fairness;
 mod faults;
 mod gateway;
+mod input;
 mod management;
 mod metrics;
 mod ops;
