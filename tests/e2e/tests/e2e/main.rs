@@ -9,6 +9,7 @@ mod fairness;
 mod faults;
 mod gateway;
 mod input;
+mod isolation;
 mod management;
 mod metrics;
 mod ops;
