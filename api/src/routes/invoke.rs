@@ -90,7 +90,7 @@ fn invoked(run: RunRecord) -> Response {
     params(("id" = String, Path, description = "Agent id or slug"), ("query" = Option<String>, Query),
         ("thread_id" = Option<String>, Query),
         ("variables[NAME]" = Option<String>, Query, description = "The value of the prompts' `{{NAME}}` placeholder")),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The SSE stream", body = super::SseEvent, content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     Caller(auth): Caller,

@@ -60,6 +60,51 @@ impl Modify for ApiKeyAuth {
     }
 }
 
+/// Adds to every operation the error answers that come from the extractors and middleware rather
+/// than from its handler, so a client (or a schema-driven fuzzer) finds each status documented:
+/// 400 (bad path, query or body), 404 (an id in the path names nothing), 401/403/429/503 (key,
+/// scope, rate limit, a dependency down) on authenticated routes, and 413/415 where a body is read.
+/// The OpenAI-compatible routes answer in OpenAI's error shape, not the envelope.
+fn document_common_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let envelope = |description: &str| {
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        ResponseBuilder::new().description(description).content("application/json", content).build()
+    };
+    let openai =
+        |description: &str| ResponseBuilder::new().description(format!("{description} (OpenAI's error shape)")).build();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let authenticated = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let gateway = operation.tags.as_ref().is_some_and(|tags| tags.iter().any(|t| t == "gateway"));
+            let mut statuses = Vec::new();
+            if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) || operation.request_body.is_some() {
+                statuses.push(("400", "Invalid input (`details.field` names it)"));
+            }
+            if path.contains('{') {
+                statuses.push(("404", "Not found"));
+            }
+            if operation.request_body.is_some() {
+                statuses.push(("413", "Request body too large"));
+                statuses.push(("415", "The body is not `application/json`"));
+            }
+            if authenticated {
+                statuses.extend([
+                    ("401", "Missing or invalid API key"),
+                    ("403", "Another workspace's object, or a scope the key lacks"),
+                    ("429", "Rate limited (`Retry-After`)"),
+                    ("503", "A dependency is unavailable (`Retry-After`)"),
+                ]);
+            }
+            for (status, description) in statuses {
+                let response = if gateway { openai(description) } else { envelope(description) };
+                operation.responses.responses.entry(status.to_owned()).or_insert_with(|| response.into());
+            }
+        }
+    }
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -84,6 +129,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(queue::router())
         .merge(approvals::router())
         .split_for_parts();
+    let mut openapi = openapi;
+    document_common_errors(&mut openapi);
 
     // reference `002_…` finds the same document at `/api-doc/openapi.json` and `/swagger-ui/`
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi.clone()))
@@ -143,6 +190,16 @@ impl MakeRequestId for MakeRequestUuid {
         let id = uuid::Uuid::now_v7().simple().to_string();
         Some(RequestId::new(id.parse().ok()?))
     }
+}
+
+/// One event of an SSE answer (`text/event-stream`), as a client reads it: `data` is a part of
+/// the UI message stream as JSON (or `[DONE]`), `id` its `seq` (for `Last-Event-ID`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire format; never built
+pub struct SseEvent {
+    id: Option<String>,
+    event: Option<String>,
+    data: String,
 }
 
 /// `?page=&limit=` of every listing.

@@ -159,7 +159,8 @@ async fn run_on(
 /// operation. Also takes the AI SDK chat transport's body (`id`, UI `messages`, `trigger`).
 #[utoipa::path(post, path = "/v1/run", tag = "runs", security(("api_key" = [])), request_body = RunRequest,
     responses(
-        (status = 200, description = "The SSE stream, or the sync answer", body = RunObject),
+        (status = 200, description = "The SSE stream, or the sync answer",
+            content((RunObject = "application/json"), (super::SseEvent = "text/event-stream"))),
         (status = 202, description = "Async, batch, or a sync run that outlived the wait", body = OperationBody),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn run(
@@ -174,7 +175,8 @@ async fn run(
 /// `POST /v1/run` as reference `000_…` documents it: without `stream` (or `Accept:
 /// text/event-stream`) it answers JSON.
 #[utoipa::path(post, path = "/api/v1/run", tag = "runs", security(("api_key" = [])), request_body = RunRequest,
-    responses((status = 200, body = RunObject), (status = 202, body = OperationBody)))]
+    responses((status = 200, description = "The sync answer, or the SSE stream",
+        content((RunObject = "application/json"), (super::SseEvent = "text/event-stream"))), (status = 202, body = OperationBody)))]
 async fn run_alias(
     State(state): State<AppState>,
     Caller(auth): Caller,
@@ -198,7 +200,7 @@ pub struct RunListQuery {
 
 /// Lists the workspace's runs, newest first.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", security(("api_key" = [])), params(RunListQuery),
-    responses((status = 200, body = List<RunObject>)))]
+    responses((status = 200, body = List<RunObject>), (status = 404, description = "`agent_id` names no agent", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Caller(auth): Caller,
@@ -285,7 +287,8 @@ impl EventPage {
 /// (`{data: [{seq, type, data}], next_after}`), for clients that poll.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", security(("api_key" = [])),
     params(("id" = String, Path, description = "`run_…`"), EventsQuery),
-    responses((status = 200, description = "text/event-stream, or a page of events", body = EventPage),
+    responses((status = 200, description = "The SSE stream, or a page of events",
+            content((EventPage = "application/json"), (super::SseEvent = "text/event-stream"))),
         (status = 404, body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,

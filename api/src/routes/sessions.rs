@@ -156,7 +156,7 @@ async fn list_messages(
 #[utoipa::path(get, path = "/v1/agents/{id}/sessions/{session_id}/events", tag = "sessions",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Agent id or slug"), ("session_id" = String, Path), EventsQuery),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The SSE stream", body = super::SseEvent, content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,
     Caller(auth): Caller,
