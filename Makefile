@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick soak
+.PHONY: run test fuzz services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick soak
 
 ## run: bring up the local demo stack (Redis, Postgres, mock provider, API, worker)
 run: services
@@ -13,6 +13,13 @@ run: services
 test: services clean-test-dbs js-deps tools browser
 	$(CARGO) build --bins
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast; status=$$?; $(MAKE) --no-print-directory clean-test-dbs; exit $$status
+
+## fuzz: schemathesis against a live stack's /openapi.json, at least 5,000 generated requests over
+## every operation (make test runs a small sample of the same test)
+fuzz: services js-deps
+	$(CARGO) build --bins
+	RUNQ_FUZZ_EXAMPLES=40 RUNQ_FUZZ_PHASES=examples,coverage,fuzzing RUNQ_FUZZ_MIN_CASES=5000 \
+	  $(CARGO) test -p runq-e2e --test e2e -- --exact fuzz::schemathesis_finds_no_server_error_and_no_schema_violation_on_any_operation --nocapture
 
 # what the tests drive besides the binaries: nextest runs them; curl and jq run reference 002's shell example
 tools:
@@ -31,7 +38,7 @@ services:
 	./deploy/local/services.sh
 
 # real clients the end-to-end tests drive: the AI SDK (`ai`), the `openai` npm and Python
-# packages, the Standard Webhooks library (npm `standardwebhooks`) verifying webhook signatures;
+# packages, schemathesis (fuzzing from /openapi.json), the Standard Webhooks library (npm `standardwebhooks`) verifying webhook signatures;
 # playwright-core drives the web console in the browser below
 js-deps:
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }

@@ -7,6 +7,7 @@ mod console;
 mod errors;
 mod fairness;
 mod faults;
+mod fuzz;
 mod gateway;
 mod input;
 mod isolation;
