@@ -75,6 +75,19 @@ async fn a_nul_character_in_a_query_string_or_a_path_segment_is_a_400_naming_it(
 }
 
 #[tokio::test]
+async fn numbers_near_the_float_limits_round_trip_through_jsonb() {
+    let app = TestApp::spawn().await;
+    // Postgres renders these in plain digits (309 of them for the first); they must read back
+    let metadata = json!({"max": -1.7976931348623155e308, "big": 4.244241610180035e146, "tiny": 5e-324});
+    let (status, thread) = app.call(Method::POST, "/v1/threads", Some(json!({"metadata": metadata}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{thread}");
+    assert_eq!(thread["metadata"], metadata);
+    let (status, again) = app.call(Method::GET, &format!("/v1/threads/{}", thread["id"].as_str().unwrap()), None).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["metadata"], metadata);
+}
+
+#[tokio::test]
 async fn a_body_announced_over_the_body_limit_is_refused_with_413_before_it_is_read() {
     let app = TestApp::spawn_with(Env::new().await.with("RUNQ_MAX_BODY_BYTES", "1024")).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
