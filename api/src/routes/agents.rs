@@ -56,7 +56,11 @@ pub struct UpdateAgent {
 
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AgentListQuery {
+    /// 1-based page number (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Include archived agents (default false).
     #[serde(default)]

@@ -188,7 +188,11 @@ async fn run_alias(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct RunListQuery {
+    /// 1-based page number (default 1).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// Items per page, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// Only runs of this agent (id `agt_…` or slug).
     agent_id: Option<String>,
