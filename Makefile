@@ -18,7 +18,7 @@ test: services clean-test-dbs js-deps tools browser
 ## every operation (make test runs a small sample of the same test)
 fuzz: services js-deps
 	$(CARGO) build --bins
-	RUNQ_FUZZ_EXAMPLES=60 RUNQ_FUZZ_PHASES=examples,coverage,fuzzing RUNQ_FUZZ_MIN_CASES=5000 \
+	RUNQ_FUZZ_EXAMPLES=60 RUNQ_FUZZ_MIN_CASES=5000 \
 	  $(CARGO) test -p runq-e2e --test e2e -- --exact fuzz::schemathesis_finds_no_server_error_and_no_schema_violation_on_any_operation --nocapture
 
 # what the tests drive besides the binaries: nextest runs them; curl and jq run reference 002's shell example

@@ -30,7 +30,7 @@ fn setting(name: &str, default: &str) -> String {
 /// One schemathesis run; returns whether it passed and how many cases it generated.
 async fn schemathesis(stack: &Stack, filter: (&str, &str)) -> (bool, u64) {
     let examples = setting("RUNQ_FUZZ_EXAMPLES", "5");
-    let phases = setting("RUNQ_FUZZ_PHASES", "examples,fuzzing");
+    let phases = setting("RUNQ_FUZZ_PHASES", "examples,coverage,fuzzing");
     let out = tokio::process::Command::new("python3")
         .args(["-m", "schemathesis.cli", "run", &format!("{}/openapi.json", stack.app.base)])
         .args(["--header", &format!("x-api-key: {}", stack.app.admin_key())])
