@@ -32,7 +32,8 @@ async fn schemathesis(stack: &Stack, filter: (&str, &str)) -> (bool, u64) {
     let examples = setting("RUNQ_FUZZ_EXAMPLES", "5");
     let phases = setting("RUNQ_FUZZ_PHASES", "examples,coverage,fuzzing");
     let out = tokio::process::Command::new("python3")
-        .args(["-m", "schemathesis.cli", "run", &format!("{}/openapi.json", stack.app.base)])
+        .args(["-m", "schemathesis.cli", "--config-file", concat!(env!("CARGO_MANIFEST_DIR"), "/py/schemathesis.toml")])
+        .args(["run", &format!("{}/openapi.json", stack.app.base)])
         .args(["--header", &format!("x-api-key: {}", stack.app.admin_key())])
         .args(["--checks", CHECKS, "--phases", &phases, "--max-examples", &examples])
         // the same cases on every run: a fixed seed, no example database carried between runs
