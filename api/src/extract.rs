@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn a_nul_character_is_found_where_it_is_and_an_escaped_backslash_is_not_one() {
+        let field = |body: &str| match reject_nul_in_json(body.as_bytes()) {
+            Err(Error::Invalid { field, .. }) => Some(field),
+            _ => None,
+        };
+        assert_eq!(field(r#"{"a": {"b": ["x", {"c": "\u0000"}]}}"#).as_deref(), Some("a.b[1].c"));
+        assert_eq!(field(r#""\u0000""#).as_deref(), Some("body"));
+        assert_eq!(field(r#"{"a": "\\u0000"}"#), None);
+        assert_eq!(field(r#"{"a": "\u0000"#), None, "malformed JSON is left to the parser's error");
+        assert!(matches!(query_pairs("a=1&b=x%00"), Err(Error::Invalid { field, .. }) if field == "b"));
+        assert_eq!(query_pairs("a=1&b=%C3%A9").unwrap()[1], ("b".into(), "é".into()));
+    }
+
+    #[test]
     fn a_missing_field_is_named_in_the_error() {
         match invalid_at(".", "missing field `name`".into()) {
             Error::Missing { field } => assert_eq!(field, "name"),
