@@ -24,6 +24,7 @@
 //! - [`render`] — `{{variable}}` templates.
 //! - [`error`] — [`Error`], the one error type of this crate.
 //! - [`shutdown`] — SIGINT/SIGTERM as a cancellation token.
+//! - [`sse`] — reading Server-Sent Events as a client (the tests and the bench).
 //! - [`telemetry`] — tracing subscriber set-up with optional OTLP export.
 
 pub mod admission;
@@ -43,6 +44,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod render;
 pub mod shutdown;
+pub mod sse;
 pub mod telemetry;
 pub mod webhooks;
 

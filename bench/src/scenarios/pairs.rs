@@ -13,10 +13,10 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::sse::FrameScanner;
 use crate::report::Row;
 use crate::stack::{AGENT, PROVIDER_KEY, Stack};
 use crate::stats::{Summary, millis, ms};
+use runq_shared::sse::FrameScanner;
 
 /// Which side of a pair a request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub async fn time_to_first(request: RequestBuilder, first: fn(&str) -> bool) -> 
     let mut seen = None;
     while let Some(chunk) = body.next().await {
         let frames = scanner.push(&chunk?);
-        if seen.is_none() && frames.iter().any(|data| first(data)) {
+        if seen.is_none() && frames.iter().any(|frame| first(&frame.data)) {
             seen = Some(start.elapsed());
         }
     }

@@ -16,10 +16,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Plan;
-use super::sse::find;
 use crate::procfs::{open_files_limit, rss_kib};
 use crate::report::{Row, Target, thousands};
 use crate::stack::{AGENT, Stack};
+use runq_shared::sse::find;
 
 const PROMPT: &str = "[[mock ttft=600000 tokens=1]] hold the line";
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);

@@ -38,32 +38,11 @@ impl Sse {
     }
 }
 
-/// One SSE frame: its `id:`, `event:` name and joined `data:` lines.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
-    pub id: Option<u64>,
-    pub event: Option<String>,
-    pub data: String,
-}
+pub use runq_shared::sse::Frame;
 
 /// Splits an SSE body into frames; comments (`: ping`) are skipped.
 pub fn parse_sse(text: &str) -> Vec<Frame> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let (mut id, mut event) = (None, None);
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            (!data.is_empty()).then(|| Frame { id, event, data: data.join("\n") })
-        })
-        .collect()
+    runq_shared::sse::parse(text)
 }
 
 /// An SSE response read frame by frame as it arrives, so a test can stop mid-stream (drop it, or
@@ -72,7 +51,9 @@ pub struct SseReader {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,
     body: futures::stream::BoxStream<'static, reqwest::Result<Vec<u8>>>,
-    buf: Vec<u8>,
+    scanner: runq_shared::sse::FrameScanner,
+    /// Frames the scanner completed and `next_frame` has not handed out yet.
+    ready: std::collections::VecDeque<Frame>,
     /// Every frame read so far (comments excluded).
     pub frames: Vec<Frame>,
     /// The body ended (cleanly or not).
@@ -90,7 +71,8 @@ impl SseReader {
             status: res.status(),
             headers: res.headers().clone(),
             body: res.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec())).boxed(),
-            buf: Vec::new(),
+            scanner: Default::default(),
+            ready: Default::default(),
             frames: Vec::new(),
             ended: false,
             error: None,
@@ -101,19 +83,15 @@ impl SseReader {
     pub async fn next_frame(&mut self) -> Option<Frame> {
         use futures::StreamExt as _;
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                if let Some(frame) = parse_sse(&String::from_utf8_lossy(&block)).into_iter().next() {
-                    self.frames.push(frame.clone());
-                    return Some(frame);
-                }
-                continue;
+            if let Some(frame) = self.ready.pop_front() {
+                self.frames.push(frame.clone());
+                return Some(frame);
             }
             if self.ended {
                 return None;
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => self.ready.extend(self.scanner.push(&chunk)),
                 Some(Err(e)) => {
                     self.error = Some(e.to_string());
                     self.ended = true;
@@ -195,7 +173,7 @@ impl SseReader {
 
     /// Whatever was received but is not a complete frame (e.g. a JSON error body).
     pub fn rest(&self) -> String {
-        String::from_utf8_lossy(&self.buf).into_owned()
+        String::from_utf8_lossy(self.scanner.pending()).into_owned()
     }
 }
 
