@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chat::ChatMessage;
 use crate::db::agents::Agent;
-use crate::db::operations::NewOperation;
+use crate::db::operations;
 use crate::db::runs::{self, NewRun};
 use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
 use crate::id::{OperationId, RunId, VersionId, WorkspaceId};
@@ -138,7 +138,6 @@ impl Target {
         Ok(NewRun {
             id: RunId::new(),
             workspace_id: self.agent.workspace_id,
-            operation: None,
             agent_id: self.agent.id,
             version_id: self.version,
             thread_id: input.thread.unwrap_or_else(ThreadId::generate).as_str().to_owned(),
@@ -179,51 +178,52 @@ pub enum Admitted {
     Existing { run: Option<RunId>, operation: Option<OperationId> },
 }
 
-/// Records the runs with their threads and operation. Without an idempotency key they go through
-/// the group commit. With one, in a transaction of their own: a second request (even a concurrent
-/// one: it waits on the key's row) gets the first one's runs; a different request under the same
-/// key is a conflict.
+/// Records the runs (with their threads and operation) in one transaction. With an idempotency
+/// key, a second request (even a concurrent one: it waits on the key's row) gets the first one's
+/// runs; a different request under the same key is a conflict. The common case (one run, streamed
+/// or waited for, no key) goes through the group commit.
 pub async fn record(
     group: &GroupCommit,
     workspace: WorkspaceId,
-    mut runs: Vec<NewRun>,
+    runs: Vec<NewRun>,
     collect: Collect,
     idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
-    let operation = match collect {
-        Collect::Direct => None,
-        Collect::Async => Some(NewOperation::new(workspace, "run", runs.len())),
-        Collect::Batch => Some(NewOperation::new(workspace, "batch", runs.len())),
-    };
-    for (index, run) in runs.iter_mut().enumerate() {
-        run.operation = operation.map(|op| (op.id, i32::try_from(index).unwrap_or(i32::MAX)));
+    if collect == Collect::Direct && idempotency.is_none() {
+        let runs = group.insert(runs).await?;
+        return Ok(Admitted::New { runs, operation: None });
     }
-    let Some(idem) = idempotency else {
-        let runs = group.insert(operation, runs).await?;
-        return Ok(Admitted::New { runs, operation: operation.map(|op| op.id) });
-    };
-    let mut tx = group.db.begin().await?;
-    let claimed = sqlx::query(
-        "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
-         on conflict do nothing",
-    )
-    .bind(workspace)
-    .bind(&idem.key)
-    .bind(&idem.request_hash[..])
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
-        return existing(&mut tx, workspace, idem).await;
-    }
-    runs::insert_many(&mut *tx, operation.as_slice(), &runs).await?;
-    let operation = operation.map(|op| op.id);
-    sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
+    let db = &group.db;
+    let mut tx = db.begin().await?;
+    if let Some(idem) = idempotency {
+        let claimed = sqlx::query(
+            "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
+             on conflict do nothing",
+        )
         .bind(workspace)
         .bind(&idem.key)
-        .bind(runs.first().map(|r| r.id))
-        .bind(operation)
+        .bind(&idem.request_hash[..])
         .execute(&mut *tx)
         .await?;
+        if claimed.rows_affected() == 0 {
+            return existing(&mut tx, workspace, idem).await;
+        }
+    }
+    let operation = match collect {
+        Collect::Direct => None,
+        Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
+        Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
+    };
+    runs::insert_many(&mut *tx, operation, &runs).await?;
+    if let Some(idem) = idempotency {
+        sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
+            .bind(workspace)
+            .bind(&idem.key)
+            .bind(runs.first().map(|r| r.id))
+            .bind(operation)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(Admitted::New { runs, operation })
 }
@@ -282,7 +282,6 @@ impl std::fmt::Debug for GroupCommit {
 
 /// Admissions waiting to be written, and where to answer.
 struct Pending {
-    operation: Option<NewOperation>,
     runs: Vec<NewRun>,
     done: oneshot::Sender<Result<Vec<NewRun>>>,
 }
@@ -298,11 +297,11 @@ impl GroupCommit {
         Self { db, queue }
     }
 
-    /// Records `runs` (and the operation they belong to) and returns them once committed.
-    pub async fn insert(&self, operation: Option<NewOperation>, runs: Vec<NewRun>) -> Result<Vec<NewRun>> {
+    /// Records `runs` (no operation) and returns them once committed.
+    pub async fn insert(&self, runs: Vec<NewRun>) -> Result<Vec<NewRun>> {
         let (done, answer) = oneshot::channel();
         let closed = || Error::Database(sqlx::Error::PoolClosed);
-        self.queue.send(Pending { operation, runs, done }).await.map_err(|_| closed())?;
+        self.queue.send(Pending { runs, done }).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
@@ -330,17 +329,15 @@ async fn form_groups(db: PgPool, mut waiting: mpsc::Receiver<Pending>, writers: 
 
 async fn write_group(db: &PgPool, group: Vec<Pending>) {
     if group.len() == 1 {
-        let Pending { operation, runs, done } = group.into_iter().next().expect("one admission");
-        let written = runs::insert_many(db, operation.as_slice(), &runs).await.map(|()| runs);
+        let Pending { runs, done } = group.into_iter().next().expect("one admission");
+        let written = runs::insert_many(db, None, &runs).await.map(|()| runs);
         let _ = done.send(written);
         return;
     }
     let sizes: Vec<usize> = group.iter().map(|p| p.runs.len()).collect();
-    let operations: Vec<Option<NewOperation>> = group.iter().map(|p| p.operation).collect();
     let (mut all, answers): (Vec<Vec<NewRun>>, Vec<_>) = group.into_iter().map(|p| (p.runs, p.done)).unzip();
     let flat: Vec<NewRun> = all.iter_mut().flat_map(std::mem::take).collect();
-    let created: Vec<NewOperation> = operations.iter().flatten().copied().collect();
-    match runs::insert_many(db, &created, &flat).await {
+    match runs::insert_many(db, None, &flat).await {
         Ok(()) => {
             tracing::debug!(admissions = sizes.len(), runs = flat.len(), "admissions written together");
             let mut rest = flat.into_iter();
@@ -352,9 +349,9 @@ async fn write_group(db: &PgPool, group: Vec<Pending>) {
             // one admission's failure must not fail the others: write each on its own
             tracing::warn!(error = %e, admissions = sizes.len(), "group insert failed; writing one by one");
             let mut rest = flat.into_iter();
-            for ((size, done), operation) in sizes.into_iter().zip(answers).zip(operations) {
+            for (size, done) in sizes.into_iter().zip(answers) {
                 let runs: Vec<NewRun> = rest.by_ref().take(size).collect();
-                let written = runs::insert_many(db, operation.as_slice(), &runs).await.map(|()| runs);
+                let written = runs::insert_many(db, None, &runs).await.map(|()| runs);
                 let _ = done.send(written);
             }
         }

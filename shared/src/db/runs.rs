@@ -18,7 +18,6 @@ use sqlx::{PgExecutor, PgPool};
 use crate::chat::{ChatMessage, Usage};
 use crate::db::Paged;
 use crate::db::approvals::NewApproval;
-use crate::db::operations::NewOperation;
 use crate::db::tools::ToolDef;
 use crate::domain::Page;
 use crate::id::{AgentId, ApprovalId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
@@ -107,8 +106,6 @@ macro_rules! record_columns {
 pub struct NewRun {
     pub id: RunId,
     pub workspace_id: WorkspaceId,
-    /// The operation it is polled by, and its position in it.
-    pub operation: Option<(OperationId, i32)>,
     pub agent_id: AgentId,
     pub version_id: VersionId,
     pub thread_id: String,
@@ -125,21 +122,16 @@ pub struct NewRun {
     pub end_user_id: Option<String>,
 }
 
-/// Inserts runs (of any workspaces) with the operations they belong to, creating the threads they
-/// name, in one statement (a 10,000-item batch, or a group of concurrent admissions, is one round
-/// trip).
-pub async fn insert_many(db: impl PgExecutor<'_>, operations: &[NewOperation], runs: &[NewRun]) -> Result<()> {
+/// Inserts runs (of any workspaces), creating the threads they name, in one statement (a
+/// 10,000-item batch, or a group of concurrent admissions, is one round trip).
+pub async fn insert_many(db: impl PgExecutor<'_>, operation: Option<OperationId>, runs: &[NewRun]) -> Result<()> {
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
-    let operation_ids: Vec<Option<OperationId>> = runs.iter().map(|r| r.operation.map(|(id, _)| id)).collect();
     let workspaces: Vec<WorkspaceId> = runs.iter().map(|r| r.workspace_id).collect();
     let agents: Vec<AgentId> = runs.iter().map(|r| r.agent_id).collect();
     let versions: Vec<VersionId> = runs.iter().map(|r| r.version_id).collect();
     let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
-    let indexes: Vec<Option<i32>> = runs.iter().map(|r| r.operation.map(|(_, index)| index)).collect();
-    let op_ids: Vec<OperationId> = operations.iter().map(|o| o.id).collect();
-    let op_workspaces: Vec<WorkspaceId> = operations.iter().map(|o| o.workspace_id).collect();
-    let op_kinds: Vec<&str> = operations.iter().map(|o| o.kind).collect();
-    let op_totals: Vec<i32> = operations.iter().map(|o| o.total).collect();
+    let indexes: Vec<Option<i32>> =
+        (0..runs.len()).map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX))).collect();
     let preludes: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.prelude)).collect();
     let inputs: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.input)).collect();
     let parameters: Vec<Json<&Map<String, Value>>> = runs.iter().map(|r| Json(&r.parameters)).collect();
@@ -149,28 +141,24 @@ pub async fn insert_many(db: impl PgExecutor<'_>, operations: &[NewOperation], r
     let webhooks: Vec<Option<&str>> = runs.iter().map(|r| r.webhook_url.as_deref()).collect();
     let end_users: Vec<Option<&str>> = runs.iter().map(|r| r.end_user_id.as_deref()).collect();
     sqlx::query(
-        "with new_operations as (
-             insert into operations (id, workspace_id, kind, total)
-             select * from unnest($16::uuid[], $17::uuid[], $18::text[], $19::int[])),
-         new_threads as (
+        "with new_threads as (
              insert into threads (workspace_id, id)
              select distinct w, t from unnest($1::uuid[], $6::text[]) as x(w, t)
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url,
                            end_user_id)
-         select r.id, r.workspace_id, r.agent_id, r.version_id, r.operation_id, r.thread_id, r.item_index,
-                r.prelude, r.input, r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
+         select r.id, r.workspace_id, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude,
+                r.input, r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[], $1::uuid[],
-                     $4::uuid[])
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[], $1::uuid[])
               as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
-                   agent_id, version_id, webhook_url, end_user_id, workspace_id, operation_id)",
+                   agent_id, version_id, webhook_url, end_user_id, workspace_id)",
     )
     .bind(&workspaces)
     .bind(&agents)
     .bind(&versions)
-    .bind(&operation_ids)
+    .bind(operation)
     .bind(&ids)
     .bind(&threads)
     .bind(&indexes)
@@ -182,10 +170,6 @@ pub async fn insert_many(db: impl PgExecutor<'_>, operations: &[NewOperation], r
     .bind(&timeouts)
     .bind(&webhooks)
     .bind(&end_users)
-    .bind(&op_ids)
-    .bind(&op_workspaces)
-    .bind(&op_kinds)
-    .bind(&op_totals)
     .execute(db)
     .await?;
     Ok(())
