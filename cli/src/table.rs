@@ -18,6 +18,12 @@ pub fn print(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints the items of a listing page (`{data: [...]}`) under `headers`, one row each.
+pub fn print_page(page: &serde_json::Value, headers: &[&str], row: impl Fn(&serde_json::Value) -> Vec<String>) {
+    let rows: Vec<Vec<String>> = page["data"].as_array().into_iter().flatten().map(row).collect();
+    print(headers, &rows);
+}
+
 /// A JSON field as a cell: strings bare, null as `-`.
 pub fn cell(value: &serde_json::Value) -> String {
     match value {

@@ -15,28 +15,18 @@ pub async fn run(client: &Client, command: AgentsCommand) -> Result<Exit> {
             if json {
                 print_json(&page);
             } else {
-                let rows: Vec<Vec<String>> = page["data"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| vec![cell(&a["id"]), cell(&a["slug"]), cell(&a["name"]), cell(&a["deployed_version_id"])])
-                    .collect();
-                table::print(&["ID", "SLUG", "NAME", "DEPLOYED"], &rows);
+                table::print_page(&page, &["ID", "SLUG", "NAME", "DEPLOYED"], |a| {
+                    vec![cell(&a["id"]), cell(&a["slug"]), cell(&a["name"]), cell(&a["deployed_version_id"])]
+                });
             }
         }
         AgentsCommand::Create(args) => create(client, args).await?,
         AgentsCommand::Versions { agent, page } => {
             let page = client.get(&format!("/v1/agents/{agent}/versions?{}", page_query(page))).await?;
-            let rows: Vec<Vec<String>> = page["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| {
-                    let deployed = if v["deployed"] == true { "yes" } else { "" };
-                    vec![cell(&v["id"]), cell(&v["number"]), cell(&v["model"]), deployed.into(), cell(&v["created_at"])]
-                })
-                .collect();
-            table::print(&["ID", "NUMBER", "MODEL", "DEPLOYED", "CREATED"], &rows);
+            table::print_page(&page, &["ID", "NUMBER", "MODEL", "DEPLOYED", "CREATED"], |v| {
+                let deployed = if v["deployed"] == true { "yes" } else { "" };
+                vec![cell(&v["id"]), cell(&v["number"]), cell(&v["model"]), deployed.into(), cell(&v["created_at"])]
+            });
         }
         AgentsCommand::Deploy { agent, version } => {
             let deployed = client.post(&format!("/v1/agents/{agent}/deploy"), &json!({"version_id": version})).await?;

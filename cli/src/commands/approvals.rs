@@ -22,22 +22,16 @@ pub async fn run(client: &Client, command: ApprovalsCommand) -> Result<Exit> {
                 print_json(&page);
                 return Ok(Exit::Success);
             }
-            let rows: Vec<Vec<String>> = page["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|a| {
-                    vec![
-                        cell(&a["id"]),
-                        cell(&a["status"]),
-                        cell(&a["tool_name"]),
-                        cut(&a["arguments"], 60),
-                        cell(&a["run_id"]),
-                        cell(&a["created_at"]),
-                    ]
-                })
-                .collect();
-            table::print(&["ID", "STATUS", "TOOL", "ARGUMENTS", "RUN", "CREATED"], &rows);
+            table::print_page(&page, &["ID", "STATUS", "TOOL", "ARGUMENTS", "RUN", "CREATED"], |a| {
+                vec![
+                    cell(&a["id"]),
+                    cell(&a["status"]),
+                    cell(&a["tool_name"]),
+                    cut(&a["arguments"], 60),
+                    cell(&a["run_id"]),
+                    cell(&a["created_at"]),
+                ]
+            });
             eprintln!(
                 "page {} of {} ({} approvals)",
                 page["pagination"]["page"], page["pagination"]["pages"], page["pagination"]["total"]

@@ -22,22 +22,10 @@ pub async fn run(client: &Client, command: KeysCommand) -> Result<Exit> {
             if json {
                 print_json(&page);
             } else {
-                let rows: Vec<Vec<String>> = page["data"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|k| {
-                        let scopes = k["scopes"].as_array().into_iter().flatten().map(cell).collect::<Vec<_>>();
-                        vec![
-                            cell(&k["id"]),
-                            cell(&k["name"]),
-                            cell(&k["prefix"]),
-                            scopes.join(","),
-                            cell(&k["created_at"]),
-                        ]
-                    })
-                    .collect();
-                table::print(&["ID", "NAME", "PREFIX", "SCOPES", "CREATED"], &rows);
+                table::print_page(&page, &["ID", "NAME", "PREFIX", "SCOPES", "CREATED"], |k| {
+                    let scopes = k["scopes"].as_array().into_iter().flatten().map(cell).collect::<Vec<_>>();
+                    vec![cell(&k["id"]), cell(&k["name"]), cell(&k["prefix"]), scopes.join(","), cell(&k["created_at"])]
+                });
             }
         }
         KeysCommand::Revoke { key } => {

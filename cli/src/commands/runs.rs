@@ -39,22 +39,16 @@ async fn list(client: &Client, args: RunsLs) -> Result<Exit> {
         print_json(&page);
         return Ok(Exit::Success);
     }
-    let rows: Vec<Vec<String>> = page["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|run| {
-            vec![
-                table::cell(&run["id"]),
-                table::cell(&run["status"]),
-                table::cell(&run["agent_id"]),
-                run["execution_time_ms"].as_i64().map_or("-".into(), |ms| format!("{ms} ms")),
-                table::cell(&run["usage"]["total_tokens"]),
-                table::cell(&run["created_at"]),
-            ]
-        })
-        .collect();
-    table::print(&["ID", "STATUS", "AGENT", "LATENCY", "TOKENS", "CREATED"], &rows);
+    table::print_page(&page, &["ID", "STATUS", "AGENT", "LATENCY", "TOKENS", "CREATED"], |run| {
+        vec![
+            table::cell(&run["id"]),
+            table::cell(&run["status"]),
+            table::cell(&run["agent_id"]),
+            run["execution_time_ms"].as_i64().map_or("-".into(), |ms| format!("{ms} ms")),
+            table::cell(&run["usage"]["total_tokens"]),
+            table::cell(&run["created_at"]),
+        ]
+    });
     eprintln!(
         "page {} of {} ({} runs)",
         page["pagination"]["page"], page["pagination"]["pages"], page["pagination"]["total"]
