@@ -235,16 +235,16 @@ impl ChatFraming {
         Self { model, created, include_usage, id: String::new(), usage: Value::Null }
     }
 
-    fn chunk(&self, choices: Value) -> SseEvent {
-        let chunk = json!({
+    fn chunk(&self, choices: Value) -> Value {
+        json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "system_fingerprint": null, "choices": choices,
-        });
-        SseEvent::default().data(chunk.to_string())
+        })
     }
 
     fn delta(&self, delta: Value, finish_reason: Option<&str>) -> SseEvent {
-        self.chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]))
+        let chunk = self.chunk(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]));
+        SseEvent::default().data(chunk.to_string())
     }
 
     fn frame(&mut self, part: &Value) -> Option<SseEvent> {
@@ -271,11 +271,8 @@ impl ChatFraming {
     /// The usage chunk OpenAI sends last when `stream_options.include_usage` is set.
     fn usage_chunk(&self) -> Option<SseEvent> {
         let (input, output) = (self.usage["input_tokens"].as_u64()?, self.usage["output_tokens"].as_u64()?);
-        let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "system_fingerprint": null, "choices": [], "usage": usage,
-        });
+        let mut chunk = self.chunk(json!([]));
+        chunk["usage"] = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
         self.include_usage.then(|| SseEvent::default().data(chunk.to_string()))
     }
 }
