@@ -103,7 +103,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     // a quarter of the pool writes admissions; the rest serves reads and the other writes
     let writers = usize::try_from(config.store.db_max_connections / 4).unwrap_or(1).max(1);
     Ok(AppState {
-        admissions: runq_shared::admission::GroupCommit::start(db.clone(), writers),
+        admissions: runq_shared::admission::admissions(db.clone(), writers),
         db,
         broker,
         master_key: config.store.master_key.expose().clone(),

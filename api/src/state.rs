@@ -19,7 +19,7 @@ use crate::observe::Metrics;
 pub struct AppState {
     pub db: PgPool,
     /// Writes concurrent admissions together (group commit).
-    pub admissions: runq_shared::admission::GroupCommit,
+    pub admissions: runq_shared::admission::Admissions,
     pub broker: Broker,
     pub master_key: MasterKey,
     pub auth: Arc<AuthCache>,

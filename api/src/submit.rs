@@ -94,7 +94,7 @@ pub async fn submit(
     // a caller waiting for its run subscribes while the run is recorded: no event exists before
     // its job is pushed, and the subscription's round trip leaves the critical path
     let first = runs.first().map(|run| run.id);
-    let recording = admission::record(&state.admissions, workspace, runs, collect, idempotency.as_ref());
+    let recording = admission::record(&state.admissions, &state.db, workspace, runs, collect, idempotency.as_ref());
     let (recorded, early) = match (mode, first) {
         (Mode::Stream | Mode::Sync, Some(run)) => {
             let (recorded, subscription) = tokio::join!(recording, subscribe(state, run));

@@ -8,13 +8,13 @@
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 use sqlx::types::Json;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::chat::ChatMessage;
 use crate::db::agents::Agent;
 use crate::db::operations;
 use crate::db::runs::{self, NewRun};
 use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
+use crate::group::{GroupCommit, Statement};
 use crate::id::{OperationId, RunId, VersionId, WorkspaceId};
 use crate::queue::Job;
 use crate::render::render;
@@ -183,17 +183,17 @@ pub enum Admitted {
 /// runs; a different request under the same key is a conflict. The common case (one run, streamed
 /// or waited for, no key) goes through the group commit.
 pub async fn record(
-    group: &GroupCommit,
+    group: &Admissions,
+    db: &PgPool,
     workspace: WorkspaceId,
     runs: Vec<NewRun>,
     collect: Collect,
     idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
     if collect == Collect::Direct && idempotency.is_none() {
-        let runs = group.insert(runs).await?;
+        let (runs, ()) = group.submit(runs).await?;
         return Ok(Admitted::New { runs, operation: None });
     }
-    let db = &group.db;
     let mut tx = db.begin().await?;
     if let Some(idem) = idempotency {
         let claimed = sqlx::query(
@@ -265,95 +265,40 @@ pub fn jobs(workspace: WorkspaceId, cap: Option<i32>, runs: &[NewRun]) -> Vec<Jo
     runs.iter().map(|run| Job::new(run.id, workspace, cap)).collect()
 }
 
-/// Group commit: admissions that arrive while earlier ones are being written are written
-/// together, in one multi-row statement, by the next free writer. A lone admission is written at
-/// once (no timer), and each caller is answered only once its own runs are committed.
-#[derive(Clone)]
-pub struct GroupCommit {
-    db: PgPool,
-    queue: mpsc::Sender<Pending>,
-}
-
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
-    }
-}
-
-/// Admissions waiting to be written, and where to answer.
-struct Pending {
-    runs: Vec<NewRun>,
-    done: oneshot::Sender<Result<Vec<NewRun>>>,
-}
+/// Admissions written together (see [`crate::group`]): the common case, one run streamed or
+/// waited for, with no idempotency key.
+pub type Admissions = GroupCommit<InsertRuns>;
 
 /// Most runs one group statement writes.
 const GROUP_MAX_RUNS: usize = 512;
 
-impl GroupCommit {
-    /// Starts `writers` concurrent writers on `db`.
-    pub fn start(db: PgPool, writers: usize) -> Self {
-        let (queue, waiting) = mpsc::channel(4096);
-        tokio::spawn(form_groups(db.clone(), waiting, writers.max(1)));
-        Self { db, queue }
-    }
-
-    /// Records `runs` (no operation) and returns them once committed.
-    pub async fn insert(&self, runs: Vec<NewRun>) -> Result<Vec<NewRun>> {
-        let (done, answer) = oneshot::channel();
-        let closed = || Error::Database(sqlx::Error::PoolClosed);
-        self.queue.send(Pending { runs, done }).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
-    }
+/// Starts the admission writers: `writers` statements in flight at once on `db`.
+pub fn admissions(db: PgPool, writers: usize) -> Admissions {
+    GroupCommit::start(InsertRuns { db }, writers, GROUP_MAX_RUNS)
 }
 
-/// Takes a writer, then everything queued by then (at least one admission), and writes it.
-async fn form_groups(db: PgPool, mut waiting: mpsc::Receiver<Pending>, writers: usize) {
-    let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(writers));
-    loop {
-        let Ok(writer) = writers.clone().acquire_owned().await else { return };
-        let Some(first) = waiting.recv().await else { return };
-        let mut size = first.runs.len();
-        let mut group = vec![first];
-        while size < GROUP_MAX_RUNS {
-            let Ok(next) = waiting.try_recv() else { break };
-            size += next.runs.len();
-            group.push(next);
-        }
-        let db = db.clone();
-        tokio::spawn(async move {
-            write_group(&db, group).await;
-            drop(writer);
-        });
-    }
+/// The statement of [`Admissions`]: the runs of many admissions in one `insert`.
+pub struct InsertRuns {
+    db: PgPool,
 }
 
-async fn write_group(db: &PgPool, group: Vec<Pending>) {
-    if group.len() == 1 {
-        let Pending { runs, done } = group.into_iter().next().expect("one admission");
-        let written = runs::insert_many(db, None, &runs).await.map(|()| runs);
-        let _ = done.send(written);
-        return;
+impl Statement for InsertRuns {
+    type Item = Vec<NewRun>;
+    type Output = ();
+
+    async fn write(&self, items: &[Vec<NewRun>]) -> Result<Vec<()>> {
+        match items {
+            [runs] => runs::insert_many(&self.db, None, runs).await?,
+            _ => {
+                let flat: Vec<&NewRun> = items.iter().flatten().collect();
+                runs::insert_many(&self.db, None, &flat).await?;
+                tracing::debug!(admissions = items.len(), runs = flat.len(), "admissions written together");
+            }
+        }
+        Ok(vec![(); items.len()])
     }
-    let sizes: Vec<usize> = group.iter().map(|p| p.runs.len()).collect();
-    let (mut all, answers): (Vec<Vec<NewRun>>, Vec<_>) = group.into_iter().map(|p| (p.runs, p.done)).unzip();
-    let flat: Vec<NewRun> = all.iter_mut().flat_map(std::mem::take).collect();
-    match runs::insert_many(db, None, &flat).await {
-        Ok(()) => {
-            tracing::debug!(admissions = sizes.len(), runs = flat.len(), "admissions written together");
-            let mut rest = flat.into_iter();
-            for (size, done) in sizes.into_iter().zip(answers) {
-                let _ = done.send(Ok(rest.by_ref().take(size).collect()));
-            }
-        }
-        Err(e) => {
-            // one admission's failure must not fail the others: write each on its own
-            tracing::warn!(error = %e, admissions = sizes.len(), "group insert failed; writing one by one");
-            let mut rest = flat.into_iter();
-            for (size, done) in sizes.into_iter().zip(answers) {
-                let runs: Vec<NewRun> = rest.by_ref().take(size).collect();
-                let written = runs::insert_many(db, None, &runs).await.map(|()| runs);
-                let _ = done.send(written);
-            }
-        }
+
+    fn size(item: &Vec<NewRun>) -> usize {
+        item.len()
     }
 }

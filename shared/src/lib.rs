@@ -37,6 +37,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod group;
 pub mod id;
 pub mod metrics;
 pub mod outbound;
