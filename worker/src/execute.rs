@@ -13,6 +13,7 @@ use runq_shared::db::approvals::{self, NewApproval};
 use runq_shared::db::runs::{self, Claimed, Finish, Progress, RunStatus};
 use runq_shared::domain::ProviderKind;
 use runq_shared::events::{self, Part, RunKeys};
+use runq_shared::group::GroupCommit;
 use runq_shared::id::RunId;
 use runq_shared::metrics as m;
 use runq_shared::queue::{self, Job};
@@ -31,6 +32,10 @@ pub struct Ctx {
     pub db: PgPool,
     /// Relaxed commits (see [`runq_shared::db::relaxed_pool`]): claims, leases, hand-backs.
     pub claims: PgPool,
+    /// Claims of runs without a concurrency cap, made together (on `claims`).
+    pub claiming: GroupCommit<runs::Claims>,
+    /// Ends of attempts, written together (on `db`).
+    pub finishing: GroupCommit<runs::Finishes>,
     pub broker: Broker,
     pub master_key: MasterKey,
     pub http: reqwest::Client,
@@ -78,9 +83,11 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let Some(claimed) =
-            runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?
-        else {
+        let claimed = match job.cap {
+            None => ctx.claiming.submit(job.run).await?.1,
+            Some(_) => runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?,
+        };
+        let Some(claimed) = claimed else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
@@ -560,7 +567,8 @@ impl<'a> Execution<'a> {
             queue_wait_us: Some(self.queue_wait_us),
         };
         let run = self.claimed.id;
-        let Some(next_on_thread) = runs::finish(&self.ctx.db, run, self.claimed.attempt, &finish).await? else {
+        let (_, finished) = self.ctx.finishing.submit((run, self.claimed.attempt, finish)).await?;
+        let Some(next_on_thread) = finished else {
             tracing::warn!("attempt superseded: its lease expired and another worker took the run");
             return Ok(());
         };

@@ -7,6 +7,8 @@
 //! by `workspace_id` and filter them by id: a read that grows with every run the workspace ever
 //! had, on every sync run (issue 11).
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,6 +22,7 @@ use crate::db::Paged;
 use crate::db::approvals::NewApproval;
 use crate::db::tools::ToolDef;
 use crate::domain::Page;
+use crate::group::Statement;
 use crate::id::{AgentId, ApprovalId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
 use crate::{Error, Result};
 
@@ -124,7 +127,12 @@ pub struct NewRun {
 
 /// Inserts runs (of any workspaces), creating the threads they name, in one statement (a
 /// 10,000-item batch, or a group of concurrent admissions, is one round trip).
-pub async fn insert_many(db: impl PgExecutor<'_>, operation: Option<OperationId>, runs: &[NewRun]) -> Result<()> {
+pub async fn insert_many<R: Borrow<NewRun>>(
+    db: impl PgExecutor<'_>,
+    operation: Option<OperationId>,
+    runs: &[R],
+) -> Result<()> {
+    let runs: Vec<&NewRun> = runs.iter().map(Borrow::borrow).collect();
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
     let workspaces: Vec<WorkspaceId> = runs.iter().map(|r| r.workspace_id).collect();
     let agents: Vec<AgentId> = runs.iter().map(|r| r.agent_id).collect();
@@ -212,7 +220,7 @@ const CLAIM: &str = "with claimed as (
          update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
                 lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now()),
                 deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
-         where id = $1 and status = 'queued'
+         where id = any($1) and status = 'queued'
            and not exists (
                select 1 from runs earlier
                where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
@@ -243,7 +251,8 @@ const CLAIM: &str = "with claimed as (
 /// the run is not queued (a duplicate job), an earlier run of its thread has not finished (it is
 /// started when that one finishes), or its workspace already runs `cap` runs (it is started when
 /// one of them finishes). Claims under a cap are serialized per workspace by an advisory lock, so
-/// the cap holds across any number of workers.
+/// the cap holds across any number of workers; claims without one are better made together
+/// ([`Claims`]).
 pub async fn claim(
     db: &PgPool,
     run: RunId,
@@ -252,8 +261,8 @@ pub async fn claim(
     lease: Duration,
     cap: Option<i32>,
 ) -> Result<Option<Claimed>> {
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let claim = sqlx::query_as(CLAIM).bind(run).bind(owner).bind(lease_ms).bind(cap);
+    let runs = [run];
+    let claim = sqlx::query_as(CLAIM).bind(&runs[..]).bind(owner).bind(millis(lease)).bind(cap);
     let Some(_) = cap else { return Ok(claim.fetch_optional(db).await?) };
     let mut tx = db.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
@@ -263,6 +272,36 @@ pub async fn claim(
     let claimed = claim.fetch_optional(&mut *tx).await?;
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// Claims of runs whose workspace has no concurrency cap, made together: one statement takes
+/// every run of the group that can start (see [`crate::group`]).
+pub struct Claims {
+    pub db: PgPool,
+    pub owner: String,
+    pub lease: Duration,
+}
+
+impl Statement for Claims {
+    type Item = RunId;
+    type Output = Option<Claimed>;
+
+    async fn write(&self, runs: &[RunId]) -> Result<Vec<Option<Claimed>>> {
+        let claimed: Vec<Claimed> = sqlx::query_as(CLAIM)
+            .bind(runs)
+            .bind(&self.owner)
+            .bind(millis(self.lease))
+            .bind(None::<i32>)
+            .fetch_all(&self.db)
+            .await?;
+        let mut claimed: HashMap<RunId, Claimed> = claimed.into_iter().map(|c| (c.id, c)).collect();
+        // a run named twice (a duplicate job) goes to its first caller only
+        Ok(runs.iter().map(|run| claimed.remove(run)).collect())
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The oldest queued runs of a capped workspace, to start when one of its runs finishes.
@@ -300,45 +339,95 @@ pub struct Finish {
 /// another worker took it over. Otherwise returns the thread's next queued run, which waited for
 /// this one.
 pub async fn finish(db: &PgPool, run: RunId, attempt: i32, finish: &Finish) -> Result<Option<Option<RunId>>> {
+    Ok(finish_many(db, &[(run, attempt, finish)]).await?.remove(0))
+}
+
+/// Ends of attempts written together (see [`crate::group`]), each as [`finish`] would.
+pub struct Finishes {
+    pub db: PgPool,
+}
+
+impl Statement for Finishes {
+    type Item = (RunId, i32, Finish);
+    type Output = Option<Option<RunId>>;
+
+    async fn write(&self, ends: &[(RunId, i32, Finish)]) -> Result<Vec<Option<Option<RunId>>>> {
+        finish_many(&self.db, ends).await
+    }
+}
+
+/// [`finish`] for many attempts in one statement: one answer per attempt, in order.
+pub async fn finish_many<F: Borrow<Finish>>(
+    db: &PgPool,
+    ends: &[(RunId, i32, F)],
+) -> Result<Vec<Option<Option<RunId>>>> {
+    let runs: Vec<RunId> = ends.iter().map(|(run, _, _)| *run).collect();
+    let attempts: Vec<i32> = ends.iter().map(|(_, attempt, _)| *attempt).collect();
+    let finishes: Vec<&Finish> = ends.iter().map(|(_, _, f)| f.borrow()).collect();
+    let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
+    let outputs: Vec<Option<&str>> = finishes.iter().map(|f| f.output.as_deref()).collect();
+    let transcripts: Vec<Json<&Vec<ChatMessage>>> = finishes.iter().map(|f| Json(&f.transcript)).collect();
+    let usages: Vec<Json<&Usage>> = finishes.iter().map(|f| Json(&f.usage)).collect();
+    let errors: Vec<Option<Json<&Value>>> = finishes.iter().map(|f| f.error.as_ref().map(Json)).collect();
+    let events: Vec<Json<&Value>> = finishes.iter().map(|f| Json(&f.events)).collect();
+    let first_tokens: Vec<Option<DateTime<Utc>>> = finishes.iter().map(|f| f.first_token_at).collect();
+    let waits: Vec<Option<i64>> = finishes.iter().map(|f| f.queue_wait_us).collect();
     // the turn's first message is known by its run's id from admission on (a session lists it
     // before the run finishes); the rest are numbered now, after it
-    let ids: Vec<MessageId> =
-        (0..finish.thread_messages.len()).map(|i| if i == 0 { MessageId(run.0) } else { MessageId::new() }).collect();
-    let roles: Vec<&str> = finish.thread_messages.iter().map(|m| m.role.as_str()).collect();
-    let contents: Vec<Json<&ChatMessage>> = finish.thread_messages.iter().map(Json).collect();
-    let row: Option<(Option<RunId>,)> = sqlx::query_as(
-        "with done as (
-             update runs set status = $3, output = $4, transcript = $5, usage = $6, error = $7, events = $8,
-                    first_token_at = $9, queue_wait_us = $10, finished_at = now(),
-                    lease_owner = null, lease_expires_at = null
-             where id = $1 and attempt = $2 and status = 'running'
-             returning workspace_id, thread_id),
+    let mut message_ids = Vec::new();
+    let mut message_runs = Vec::new();
+    let mut roles = Vec::new();
+    let mut contents = Vec::new();
+    for (run, finish) in runs.iter().zip(&finishes) {
+        for (i, message) in finish.thread_messages.iter().enumerate() {
+            message_ids.push(if i == 0 { MessageId(run.0) } else { MessageId::new() });
+            message_runs.push(*run);
+            roles.push(message.role.as_str());
+            contents.push(Json(message));
+        }
+    }
+    let rows: Vec<(RunId, Option<RunId>)> = sqlx::query_as(
+        "with ending as (
+             select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                                  $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bigint[])
+                 as e(id, attempt, status, output, transcript, usage, error, events, first_token_at, queue_wait_us)),
+         done as (
+             update runs set status = e.status, output = e.output, transcript = e.transcript, usage = e.usage,
+                    error = e.error, events = e.events, first_token_at = e.first_token_at,
+                    queue_wait_us = e.queue_wait_us, finished_at = now(), lease_owner = null, lease_expires_at = null
+             from ending e
+             where runs.id = e.id and runs.attempt = e.attempt and runs.status = 'running'
+             returning runs.id, runs.workspace_id, runs.thread_id),
          appended as (
              insert into messages (id, workspace_id, thread_id, run_id, role, content)
-             select m.id, done.workspace_id, done.thread_id, $1, m.role, m.content
-             from done, unnest($11::uuid[], $12::text[], $13::jsonb[]) as m(id, role, content))
-         select (select next.id from runs next
+             select m.id, done.workspace_id, done.thread_id, m.run_id, m.role, m.content
+             from unnest($11::uuid[], $12::uuid[], $13::text[], $14::jsonb[]) as m(id, run_id, role, content)
+             join done on done.id = m.run_id)
+         select done.id,
+                (select next.id from runs next
                  where next.workspace_id = done.workspace_id and next.thread_id = done.thread_id
                    and next.status = 'queued'
                  order by next.created_at, next.id limit 1)
          from done",
     )
-    .bind(run)
-    .bind(attempt)
-    .bind(finish.status)
-    .bind(&finish.output)
-    .bind(Json(&finish.transcript))
-    .bind(Json(&finish.usage))
-    .bind(finish.error.as_ref().map(Json))
-    .bind(Json(&finish.events))
-    .bind(finish.first_token_at)
-    .bind(finish.queue_wait_us)
-    .bind(&ids)
+    .bind(&runs)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&outputs)
+    .bind(&transcripts)
+    .bind(&usages)
+    .bind(&errors)
+    .bind(&events)
+    .bind(&first_tokens)
+    .bind(&waits)
+    .bind(&message_ids)
+    .bind(&message_runs)
     .bind(&roles)
     .bind(&contents)
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    Ok(row.map(|(next,)| next))
+    let done: HashMap<RunId, Option<RunId>> = rows.into_iter().collect();
+    Ok(runs.iter().map(|run| done.get(run).copied()).collect())
 }
 
 /// Records what the run did so far (after a tool result), so a retried attempt does not repeat
@@ -370,7 +459,7 @@ pub async fn pause(
     let names: Vec<&str> = approvals.iter().map(|a| a.tool_name.as_str()).collect();
     let arguments: Vec<Json<&Value>> = approvals.iter().map(|a| Json(&a.arguments)).collect();
     let hashes: Vec<&str> = approvals.iter().map(|a| a.payload_hash.as_str()).collect();
-    let expires_ms = i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX);
+    let expires_ms = millis(expires_in);
     let row: Option<(RunId,)> = sqlx::query_as(
         "with paused as (
              update runs set status = 'requires_action', progress = $3, events = $4, usage = $11,
@@ -479,7 +568,7 @@ pub async fn renew_leases(db: &PgPool, owner: &str, runs: &[RunId], lease: Durat
     )
     .bind(owner)
     .bind(runs)
-    .bind(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+    .bind(millis(lease))
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -636,7 +725,7 @@ pub async fn requeue_stale(db: &PgPool, after: Duration, limit: i64) -> Result<V
          returning id, workspace_id,
                    (select concurrency_limit from workspaces w where w.id = runs.workspace_id) as cap",
     )
-    .bind(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
+    .bind(millis(after))
     .bind(limit)
     .fetch_all(db)
     .await?)
