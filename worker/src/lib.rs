@@ -1,12 +1,14 @@
 //! `runq-worker`: takes runs off the queue and executes them.
 //!
-//! A worker takes jobs round-robin across workspaces and blocks while none are queued (waking the
-//! moment one is pushed), claims each
-//! run in Postgres, streams the provider, runs tool steps, publishes every event, and records
-//! the outcome. Beside the consumer it renews its leases, reconciles lost work, sends webhook
+//! The worker is an apalis worker (concurrency limit, tracing and catch-panic layers, graceful
+//! stop under a monitor) over runq's own queue ([`backend`]): it takes jobs round-robin across
+//! workspaces and blocks while none are queued (waking the moment one is pushed). For each job it
+//! claims the run in Postgres (claims and finishes made close together are written together),
+//! streams the provider, runs tool steps, publishes every event, and records the outcome. Beside the consumer it renews its leases, reconciles lost work, sends webhook
 //! deliveries, and (when `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
 //!
 //! # Layout
+//! - [`backend`] — the Redis queue as the apalis backend the worker runs on.
 //! - [`config`] — settings (flags and environment).
 //! - [`control`] — stopping runs: client cancels and shutdown hand-backs.
 //! - [`execute`] — one run, from claim to recorded outcome.
@@ -22,13 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use apalis::prelude::{BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use redis::aio::ConnectionManager;
 use runq_shared::broker::Broker;
-use runq_shared::queue;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use runq_shared::db::runs;
+use runq_shared::group::GroupCommit;
+use runq_shared::queue::Job;
 use tokio_util::sync::CancellationToken;
 
+pub mod backend;
 pub mod config;
 pub mod control;
 pub mod emit;
@@ -40,16 +44,18 @@ pub mod reconcile;
 pub mod tools;
 pub mod webhooks;
 
+use crate::backend::RedisQueue;
 use crate::config::WorkerConfig;
 use crate::execute::Ctx;
 
 /// How long a run waits for a Postgres connection before its execution fails (and is handed
 /// back): a busy pool under load is not an outage.
 const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most jobs taken in one pop.
-const POP_BATCH: usize = 64;
-/// How long one blocking wait lasts before looking at the shutdown token again, in seconds.
-const WAIT_TIMEOUT_SECS: f64 = 1.0;
+/// Claim and finish statements in flight at once (each writing every claim or finish that
+/// arrived meanwhile).
+const GROUP_WRITERS: usize = 2;
+/// Most claims or finishes in one statement.
+const GROUP_MAX: usize = 64;
 
 pub struct Worker {
     ctx: Arc<Ctx>,
@@ -79,10 +85,18 @@ impl Worker {
             .context("building the HTTP client")?;
         let worker_id =
             config.worker_id.clone().unwrap_or_else(|| format!("worker-{}-{}", std::process::id(), &uuid_suffix()));
+        let claiming = GroupCommit::start(
+            runs::Claims { db: claims.clone(), owner: worker_id.clone(), lease: config.lease() },
+            GROUP_WRITERS,
+            GROUP_MAX,
+        );
+        let finishing = GroupCommit::start(runs::Finishes { db: db.clone() }, GROUP_WRITERS, GROUP_MAX);
         Ok(Self {
             ctx: Arc::new(Ctx {
                 db,
                 claims,
+                claiming,
+                finishing,
                 broker,
                 master_key: config.store.master_key.expose().clone(),
                 http,
@@ -147,57 +161,54 @@ impl Worker {
             tokio::spawn(server.run(self.ctx.registry.clone(), self.concurrency, background.clone()));
         }
 
-        let keys = self.ctx.broker.queue().clone();
-        let mut conn = self.ctx.broker.conn.clone();
-        let slots = Arc::new(Semaphore::new(self.concurrency));
-        let mut running = JoinSet::new();
-        while !shutdown.is_cancelled() {
-            // wait for a free slot before taking work, so jobs stay in Redis for other workers
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit?,
-                _ = shutdown.cancelled() => break,
-            };
-            let room = (slots.available_permits() + 1).min(POP_BATCH);
-            let jobs = match queue::pop(&mut conn, &keys, room).await {
-                Ok(jobs) if jobs.is_empty() => {
-                    // nothing queued: block until a workspace becomes ready, then pop again
-                    if let Err(e) = queue::wait(&mut self.queue_conn, &keys, WAIT_TIMEOUT_SECS).await {
-                        tracing::warn!(error = %e, "queue wait failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    continue;
-                }
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, "queue pop failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let mut permits =
-                std::iter::once(first).chain(std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()));
-            for job in jobs {
-                let permit = permits.next().expect("a slot was counted for every popped job");
-                let ctx = self.ctx.clone();
-                running.spawn(async move {
-                    if let Err(e) = execute::handle(ctx, job).await {
-                        tracing::error!(error = ?e, "run execution failed; the reconciler will retry it");
-                    }
-                    drop(permit);
-                });
-            }
-            while running.try_join_next().is_some() {}
-        }
-        tracing::info!(in_flight = running.len(), "draining in-flight runs");
-        let drain = async { while running.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.shutdown_grace, drain).await.is_err() {
-            tracing::info!(in_flight = running.len(), "grace period over: handing runs to other workers");
-            self.ctx.registry.stop_all(control::Stop::HandBack);
-            while running.join_next().await.is_some() {}
+        let monitor = {
+            let (ctx, waiter, concurrency) = (self.ctx.clone(), self.queue_conn.clone(), self.concurrency);
+            Monitor::new().register(move |_| {
+                let source =
+                    RedisQueue::new(ctx.broker.conn.clone(), waiter.clone(), ctx.broker.queue().clone(), concurrency);
+                WorkerBuilder::new(ctx.worker_id.as_str())
+                    .backend(source)
+                    .data(ctx.clone())
+                    .concurrency(concurrency)
+                    // each run on a task of its own; its span and panic guard go with it
+                    .parallelize(tokio::spawn)
+                    .enable_tracing()
+                    .catch_panic()
+                    .build(run_job)
+            })
+        };
+        // stopping: take no more jobs and let the runs in flight finish; once the grace period
+        // is over, hand the rest back to other workers (their executions then end at once)
+        let (registry, grace) = (self.ctx.registry.clone(), self.shutdown_grace);
+        let stopping = shutdown.clone();
+        let hand_back = async move {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace).await;
+            tracing::info!(in_flight = registry.ids().len(), "grace period over: handing runs to other workers");
+            registry.stop_all(control::Stop::HandBack);
+            std::future::pending::<()>().await;
+        };
+        let signal = async move {
+            shutdown.cancelled().await;
+            tracing::info!("stopping: draining in-flight runs");
+            Ok(())
+        };
+        tokio::select! {
+            stopped = monitor.run_with_signal(signal) => stopped.context("the apalis monitor")?,
+            () = hand_back => {}
         }
         background.cancel();
         Ok(())
     }
+}
+
+/// Executes one job (the worker's apalis handler). A failed execution was handed back (or is
+/// retried once its lease expires): it is logged here, never retried by apalis.
+async fn run_job(job: Job, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
+    if let Err(e) = execute::handle(Arc::clone(&ctx), job).await {
+        tracing::error!(error = ?e, "run execution failed; the reconciler will retry it");
+    }
+    Ok(())
 }
 
 fn uuid_suffix() -> String {
