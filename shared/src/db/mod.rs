@@ -70,9 +70,21 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 }
 
 /// Applies pending migrations. Safe to call from several processes at once: sqlx takes an
-/// advisory lock.
+/// advisory lock. While Postgres cannot be reached ([`is_unavailable`]) it waits and tries again
+/// (100 ms, doubling to 5 s): a process started before its database, or during an outage, comes
+/// up once Postgres does. Any other failure (a migration that does not apply) returns at once.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match MIGRATOR.run(pool).await {
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis(), "Postgres is unreachable; waiting for it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// A page of rows and the total count across all pages.

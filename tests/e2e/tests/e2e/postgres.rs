@@ -74,6 +74,30 @@ async fn postgres_crashing_under_load_answers_503_and_every_run_finishes_once_it
     postgres_goes_away_under_load(Outage::Crash).await;
 }
 
+/// A process started while Postgres is down waits for it rather than exiting (both apply the
+/// migrations at start-up), and serves once Postgres is back: the API first, then a worker.
+#[tokio::test]
+async fn api_and_worker_started_while_postgres_is_down_come_up_once_it_is_back() {
+    let mut pg = PrivatePostgres::start().await;
+    let env = Env::on_database(&pg.database_url());
+    pg.stop().await;
+    let (mut cluster, ()) = tokio::join!(Cluster::start(1, 0, env), async {
+        tokio::time::sleep(2 * SECOND).await;
+        pg.restart().await;
+    });
+    cluster.agent("bot", "openai", json!({})).await;
+
+    pg.stop().await;
+    let (worker, ()) = tokio::join!(cluster.add_worker(), async {
+        tokio::time::sleep(2 * SECOND).await;
+        pg.restart().await;
+    });
+    assert_eq!(worker, 0);
+    let (status, run) = cluster.run(0, json!({"agent_id": "bot", "prompt": "after the outage"})).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "completed", "{run}");
+}
+
 async fn postgres_goes_away_under_load(outage: Outage) {
     let mut pg = PrivatePostgres::start().await;
     let cluster = Cluster::start(1, 2, Env::on_database(&pg.database_url())).await;
