@@ -1,6 +1,11 @@
 # runq — the two commands that matter: `make run` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
+# Postgres of the tests: the end-to-end harness creates its databases (runq_test_*) on the server
+# RUNQ_TEST_POSTGRES_URL names; `#[sqlx::test]` tests create theirs (_sqlx_test_*) on the server of
+# DATABASE_URL and record them in that database's _sqlx_test schema
+RUNQ_TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432
+TEST_DATABASE_URL ?= $(RUNQ_TEST_POSTGRES_URL)/postgres?sslmode=disable
 
 .PHONY: run test fuzz services js-deps tools browser build install lint fmt clean-test-dbs bench bench-quick soak
 
@@ -12,7 +17,7 @@ run: services
 ## test: every test, against real Redis and Postgres (started here when not running)
 test: services clean-test-dbs js-deps tools browser
 	$(CARGO) build --bins
-	$(CARGO) nextest run --workspace --all-targets --no-fail-fast; status=$$?; $(MAKE) --no-print-directory clean-test-dbs; exit $$status
+	DATABASE_URL='$(TEST_DATABASE_URL)' $(CARGO) nextest run --workspace --all-targets --no-fail-fast; status=$$?; $(MAKE) --no-print-directory clean-test-dbs; exit $$status
 
 ## fuzz: schemathesis against a live stack's /openapi.json, at least 5,000 generated requests over
 ## every operation (make test runs a small sample of the same test)
@@ -56,10 +61,16 @@ build:
 install:
 	$(CARGO) install --locked --path cli
 
-# end-to-end tests create one database each (runq_test_*): dropped before and after the tests
+# end-to-end tests create one database each (runq_test_*), `#[sqlx::test]` tests one per test
+# (_sqlx_test_*, left in place when the test fails): dropped before and after the tests, with
+# sqlx's record of them
 clean-test-dbs:
-	@psql -h 127.0.0.1 -U postgres -Atc "select datname from pg_database where datname like 'runq_test_%'" \
-	  | while read -r db; do psql -h 127.0.0.1 -U postgres -qc "drop database if exists \"$$db\"" >/dev/null; done
+	@psql '$(TEST_DATABASE_URL)' -Atc "select datname from pg_database \
+	    where datname like 'runq\_test\_%' or datname like '\_sqlx\_test\_%'" \
+	  | while read -r db; do psql '$(TEST_DATABASE_URL)' -qc "drop database if exists \"$$db\"" >/dev/null; done
+	@psql '$(TEST_DATABASE_URL)' -qc "do \$$\$$ begin if to_regclass('_sqlx_test.databases') is not null then \
+	    delete from _sqlx_test.databases d where not exists (select 1 from pg_database where datname = d.db_name); \
+	  end if; end \$$\$$"
 
 # The benchmarks start their own mock provider, API and worker (ports chosen by the OS), use their
 # own database (runq_bench) and Redis prefix, and only report: no figure fails the run. Thousands
