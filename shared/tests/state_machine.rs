@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use runq_shared::Error;
-use runq_shared::admission::GroupCommit;
+use runq_shared::admission;
 use runq_shared::chat::{ChatMessage, Usage};
-use runq_shared::db::runs::{self, Cancel, Claimed, Finish, NewRun, RunStatus};
+use runq_shared::db::runs::{self, Cancel, Claimed, Claims, Finish, Finishes, NewRun, RunStatus};
 use runq_shared::db::workspaces;
+use runq_shared::group::GroupCommit;
 use runq_shared::id::{RunId, WorkspaceId};
 use sqlx::PgPool;
 
@@ -156,18 +157,71 @@ async fn runs_of_a_thread_start_in_order(db: PgPool) {
     assert_eq!(next.history.0, done.thread_messages, "the second run sees the first's turn");
 }
 
+/// Claims and finishes written together: 60 concurrent claims (each run named twice, as duplicate
+/// jobs would) take every run exactly once, each for its first caller; finishing them together
+/// completes each once, and a stale attempt in the same group changes nothing.
+#[sqlx::test(migrations = "../migrations")]
+async fn grouped_claims_and_finishes_take_each_run_once(db: PgPool) {
+    let acme = fixtures::tenant(&db, "acme", None).await;
+    let mut queued = Vec::new();
+    for i in 0..30 {
+        queued.push(fixtures::queued(&db, &acme, &format!("thr_grouped_{i}")).await);
+    }
+    let claims = GroupCommit::start(Claims { db: db.clone(), owner: "worker-a".into(), lease: LEASE }, 2, 64);
+    let mut claiming = tokio::task::JoinSet::new();
+    for run in queued.iter().chain(&queued).copied() {
+        let claims = claims.clone();
+        claiming.spawn(async move { claims.submit(run).await.expect("claims are written").1 });
+    }
+    let mut claimed = Vec::new();
+    while let Some(joined) = claiming.join_next().await {
+        claimed.extend(joined.expect("claim task"));
+    }
+    let mut ids: Vec<RunId> = claimed.iter().map(|c| c.id).collect();
+    ids.sort();
+    let mut expected = queued.clone();
+    expected.sort();
+    assert_eq!(ids, expected, "every run is claimed, and only once");
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+
+    let finishes = GroupCommit::start(Finishes { db: db.clone() }, 2, 64);
+    let mut finishing = tokio::task::JoinSet::new();
+    for (i, run) in queued.iter().copied().enumerate() {
+        let (current, stale) = (finishes.clone(), finishes.clone());
+        finishing.spawn(async move {
+            let end = (run, 1, fixtures::completed(&format!("answer {i}")));
+            (run, current.submit(end).await.expect("finishes are written").1)
+        });
+        // a stale attempt of the same run, in the same groups: it must change nothing
+        finishing.spawn(async move { (run, stale.submit((run, 0, fixtures::completed("stale"))).await.unwrap().1) });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = finishing.join_next().await {
+        answers.push(joined.expect("finish task"));
+    }
+    assert_eq!(answers.iter().filter(|(_, answer)| answer.is_some()).count(), 30, "each run finishes once");
+    for run in &queued {
+        assert_eq!(fixtures::state(&db, *run).await, (RunStatus::Completed, 1, None));
+    }
+    let stale: i64 =
+        sqlx::query_scalar("select count(*) from runs where output = 'stale'").fetch_one(&db).await.unwrap();
+    assert_eq!(stale, 0, "the stale attempt wrote nothing");
+    let messages: i64 = sqlx::query_scalar("select count(*) from messages").fetch_one(&db).await.unwrap();
+    assert_eq!(messages, 60, "each run appends its turn once");
+}
+
 /// Group commit: 200 concurrent admissions of one run each, across 2 workspaces, are all
 /// written and each caller gets its own run back; `insert_many` writes 1,000 runs in one call
 /// and creates each thread they name once.
 #[sqlx::test(migrations = "../migrations")]
 async fn admissions_are_written_together_and_each_answered(db: PgPool) {
     let tenants = [fixtures::tenant(&db, "acme", None).await, fixtures::tenant(&db, "globex", None).await];
-    let group = GroupCommit::start(db.clone(), 2);
+    let group = admission::admissions(db.clone(), 2);
     let mut admissions = tokio::task::JoinSet::new();
     for i in 0..200 {
         let run = fixtures::run(&tenants[i % 2], &format!("thr_admission_{i}"));
         let group = group.clone();
-        admissions.spawn(async move { (run.id, group.insert(vec![run]).await) });
+        admissions.spawn(async move { (run.id, group.submit(vec![run]).await.map(|(runs, ())| runs)) });
     }
     let mut answered = Vec::new();
     while let Some(joined) = admissions.join_next().await {
