@@ -11,7 +11,7 @@ use sqlx::types::Json;
 
 use crate::chat::ChatMessage;
 use crate::db::agents::Agent;
-use crate::db::operations;
+use crate::db::operations::NewOperation;
 use crate::db::runs::{self, NewRun};
 use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
 use crate::group::{GroupCommit, Statement};
@@ -178,10 +178,10 @@ pub enum Admitted {
     Existing { run: Option<RunId>, operation: Option<OperationId> },
 }
 
-/// Records the runs (with their threads and operation) in one transaction. With an idempotency
-/// key, a second request (even a concurrent one: it waits on the key's row) gets the first one's
-/// runs; a different request under the same key is a conflict. The common case (one run, streamed
-/// or waited for, no key) goes through the group commit.
+/// Records the runs with their threads and operation. Without an idempotency key they go through
+/// the group commit. With one, in a transaction of their own: a second request (even a concurrent
+/// one: it waits on the key's row) gets the first one's runs; a different request under the same
+/// key is a conflict.
 pub async fn record(
     group: &Admissions,
     db: &PgPool,
@@ -190,40 +190,37 @@ pub async fn record(
     collect: Collect,
     idempotency: Option<&Idempotency>,
 ) -> Result<Admitted> {
-    if collect == Collect::Direct && idempotency.is_none() {
-        let (runs, ()) = group.submit(runs).await?;
-        return Ok(Admitted::New { runs, operation: None });
-    }
-    let mut tx = db.begin().await?;
-    if let Some(idem) = idempotency {
-        let claimed = sqlx::query(
-            "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
-             on conflict do nothing",
-        )
-        .bind(workspace)
-        .bind(&idem.key)
-        .bind(&idem.request_hash[..])
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() == 0 {
-            return existing(&mut tx, workspace, idem).await;
-        }
-    }
     let operation = match collect {
         Collect::Direct => None,
-        Collect::Async => Some(operations::create(&mut *tx, workspace, "run", runs.len()).await?),
-        Collect::Batch => Some(operations::create(&mut *tx, workspace, "batch", runs.len()).await?),
+        Collect::Async => Some(NewOperation::new(workspace, "run", runs.len())),
+        Collect::Batch => Some(NewOperation::new(workspace, "batch", runs.len())),
     };
-    runs::insert_many(&mut *tx, operation, &runs).await?;
-    if let Some(idem) = idempotency {
-        sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
-            .bind(workspace)
-            .bind(&idem.key)
-            .bind(runs.first().map(|r| r.id))
-            .bind(operation)
-            .execute(&mut *tx)
-            .await?;
+    let Some(idem) = idempotency else {
+        let ((_, runs), ()) = group.submit((operation, runs)).await?;
+        return Ok(Admitted::New { runs, operation: operation.map(|op| op.id) });
+    };
+    let mut tx = db.begin().await?;
+    let claimed = sqlx::query(
+        "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
+         on conflict do nothing",
+    )
+    .bind(workspace)
+    .bind(&idem.key)
+    .bind(&idem.request_hash[..])
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        return existing(&mut tx, workspace, idem).await;
     }
+    runs::insert_many(&mut *tx, operation.as_ref(), &runs).await?;
+    let operation = operation.map(|op| op.id);
+    sqlx::query("update idempotency_keys set run_id = $3, operation_id = $4 where workspace_id = $1 and key = $2")
+        .bind(workspace)
+        .bind(&idem.key)
+        .bind(runs.first().map(|r| r.id))
+        .bind(operation)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Admitted::New { runs, operation })
 }
@@ -265,8 +262,8 @@ pub fn jobs(workspace: WorkspaceId, cap: Option<i32>, runs: &[NewRun]) -> Vec<Jo
     runs.iter().map(|run| Job::new(run.id, workspace, cap)).collect()
 }
 
-/// Admissions written together (see [`crate::group`]): the common case, one run streamed or
-/// waited for, with no idempotency key.
+/// Admissions written together (see [`crate::group`]): every admission without an idempotency
+/// key, its operation (async or batch) in the same statement.
 pub type Admissions = GroupCommit<InsertRuns>;
 
 /// Most runs one group statement writes.
@@ -277,28 +274,26 @@ pub fn admissions(db: PgPool, writers: usize) -> Admissions {
     GroupCommit::start(InsertRuns { db }, writers, GROUP_MAX_RUNS)
 }
 
-/// The statement of [`Admissions`]: the runs of many admissions in one `insert`.
+/// The statement of [`Admissions`]: the runs (and operations) of many admissions in one `insert`.
 pub struct InsertRuns {
     db: PgPool,
 }
 
 impl Statement for InsertRuns {
-    type Item = Vec<NewRun>;
+    type Item = (Option<NewOperation>, Vec<NewRun>);
     type Output = ();
 
-    async fn write(&self, items: &[Vec<NewRun>]) -> Result<Vec<()>> {
-        match items {
-            [runs] => runs::insert_many(&self.db, None, runs).await?,
-            _ => {
-                let flat: Vec<&NewRun> = items.iter().flatten().collect();
-                runs::insert_many(&self.db, None, &flat).await?;
-                tracing::debug!(admissions = items.len(), runs = flat.len(), "admissions written together");
-            }
+    async fn write(&self, items: &[(Option<NewOperation>, Vec<NewRun>)]) -> Result<Vec<()>> {
+        let admissions: Vec<(Option<&NewOperation>, &[NewRun])> =
+            items.iter().map(|(operation, runs)| (operation.as_ref(), runs.as_slice())).collect();
+        runs::insert_admissions(&self.db, &admissions).await?;
+        if items.len() > 1 {
+            tracing::debug!(admissions = items.len(), "admissions written together");
         }
         Ok(vec![(); items.len()])
     }
 
-    fn size(item: &Vec<NewRun>) -> usize {
-        item.len()
+    fn size((_, runs): &(Option<NewOperation>, Vec<NewRun>)) -> usize {
+        runs.len()
     }
 }

@@ -221,7 +221,7 @@ async fn admissions_are_written_together_and_each_answered(db: PgPool) {
     for i in 0..200 {
         let run = fixtures::run(&tenants[i % 2], &format!("thr_admission_{i}"));
         let group = group.clone();
-        admissions.spawn(async move { (run.id, group.submit(vec![run]).await.map(|(runs, ())| runs)) });
+        admissions.spawn(async move { (run.id, group.submit((None, vec![run])).await.map(|((_, runs), ())| runs)) });
     }
     let mut answered = Vec::new();
     while let Some(joined) = admissions.join_next().await {

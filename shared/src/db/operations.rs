@@ -43,6 +43,22 @@ impl Progress {
     }
 }
 
+/// An operation to record with its runs (see [`crate::db::runs::insert_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewOperation {
+    pub id: OperationId,
+    pub workspace_id: WorkspaceId,
+    /// `run` (one async run) or `batch`.
+    pub kind: &'static str,
+    pub total: i32,
+}
+
+impl NewOperation {
+    pub fn new(workspace_id: WorkspaceId, kind: &'static str, total: usize) -> Self {
+        Self { id: OperationId::new(), workspace_id, kind, total: i32::try_from(total).unwrap_or(i32::MAX) }
+    }
+}
+
 pub async fn create(db: impl PgExecutor<'_>, workspace: WorkspaceId, kind: &str, total: usize) -> Result<OperationId> {
     let id = OperationId::new();
     sqlx::query("insert into operations (id, workspace_id, kind, total) values ($1, $2, $3, $4)")
