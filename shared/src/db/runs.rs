@@ -20,6 +20,7 @@ use sqlx::{PgExecutor, PgPool};
 use crate::chat::{ChatMessage, Usage};
 use crate::db::Paged;
 use crate::db::approvals::NewApproval;
+use crate::db::operations::NewOperation;
 use crate::db::tools::ToolDef;
 use crate::domain::Page;
 use crate::group::Statement;
@@ -125,21 +126,38 @@ pub struct NewRun {
     pub end_user_id: Option<String>,
 }
 
-/// Inserts runs (of any workspaces), creating the threads they name, in one statement (a
-/// 10,000-item batch, or a group of concurrent admissions, is one round trip).
+/// Inserts runs (of any workspaces), creating the threads they name, and the operation that
+/// collects them if any, in one statement (a 10,000-item batch is one round trip).
 pub async fn insert_many<R: Borrow<NewRun>>(
     db: impl PgExecutor<'_>,
-    operation: Option<OperationId>,
+    operation: Option<&NewOperation>,
     runs: &[R],
 ) -> Result<()> {
-    let runs: Vec<&NewRun> = runs.iter().map(Borrow::borrow).collect();
+    insert_admissions(db, &[(operation, runs)]).await
+}
+
+/// [`insert_many`] for many admissions at once (a group of concurrent ones): each with its runs
+/// and its operation, one statement for all.
+pub async fn insert_admissions<R: Borrow<NewRun>>(
+    db: impl PgExecutor<'_>,
+    admissions: &[(Option<&NewOperation>, &[R])],
+) -> Result<()> {
+    let operations: Vec<&NewOperation> = admissions.iter().filter_map(|(operation, _)| *operation).collect();
+    let mut runs: Vec<&NewRun> = Vec::new();
+    let mut collected: Vec<Option<OperationId>> = Vec::new();
+    let mut indexes: Vec<Option<i32>> = Vec::new();
+    for (operation, admitted) in admissions {
+        for (index, run) in admitted.iter().enumerate() {
+            runs.push(run.borrow());
+            collected.push(operation.map(|op| op.id));
+            indexes.push(operation.map(|_| i32::try_from(index).unwrap_or(i32::MAX)));
+        }
+    }
     let ids: Vec<RunId> = runs.iter().map(|r| r.id).collect();
     let workspaces: Vec<WorkspaceId> = runs.iter().map(|r| r.workspace_id).collect();
     let agents: Vec<AgentId> = runs.iter().map(|r| r.agent_id).collect();
     let versions: Vec<VersionId> = runs.iter().map(|r| r.version_id).collect();
     let threads: Vec<&str> = runs.iter().map(|r| r.thread_id.as_str()).collect();
-    let indexes: Vec<Option<i32>> =
-        (0..runs.len()).map(|i| operation.map(|_| i32::try_from(i).unwrap_or(i32::MAX))).collect();
     let preludes: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.prelude)).collect();
     let inputs: Vec<Json<&Vec<ChatMessage>>> = runs.iter().map(|r| Json(&r.input)).collect();
     let parameters: Vec<Json<&Map<String, Value>>> = runs.iter().map(|r| Json(&r.parameters)).collect();
@@ -148,25 +166,33 @@ pub async fn insert_many<R: Borrow<NewRun>>(
     let timeouts: Vec<i32> = runs.iter().map(|r| r.timeout_ms).collect();
     let webhooks: Vec<Option<&str>> = runs.iter().map(|r| r.webhook_url.as_deref()).collect();
     let end_users: Vec<Option<&str>> = runs.iter().map(|r| r.end_user_id.as_deref()).collect();
+    let op_ids: Vec<OperationId> = operations.iter().map(|o| o.id).collect();
+    let op_workspaces: Vec<WorkspaceId> = operations.iter().map(|o| o.workspace_id).collect();
+    let op_kinds: Vec<&str> = operations.iter().map(|o| o.kind).collect();
+    let op_totals: Vec<i32> = operations.iter().map(|o| o.total).collect();
     sqlx::query(
-        "with new_threads as (
+        "with new_operations as (
+             insert into operations (id, workspace_id, kind, total)
+             select * from unnest($16::uuid[], $17::uuid[], $18::text[], $19::int[])),
+         new_threads as (
              insert into threads (workspace_id, id)
              select distinct w, t from unnest($1::uuid[], $6::text[]) as x(w, t)
              on conflict do nothing)
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url,
                            end_user_id)
-         select r.id, r.workspace_id, r.agent_id, r.version_id, $4, r.thread_id, r.item_index, r.prelude,
-                r.input, r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
+         select r.id, r.workspace_id, r.agent_id, r.version_id, r.operation_id, r.thread_id, r.item_index,
+                r.prelude, r.input, r.parameters, r.metadata, r.cancel, r.timeout_ms, r.webhook_url, r.end_user_id
          from unnest($5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
-                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[], $1::uuid[])
+                     $12::bool[], $13::int[], $2::uuid[], $3::uuid[], $14::text[], $15::text[], $1::uuid[],
+                     $4::uuid[])
               as r(id, thread_id, item_index, prelude, input, parameters, metadata, cancel, timeout_ms,
-                   agent_id, version_id, webhook_url, end_user_id, workspace_id)",
+                   agent_id, version_id, webhook_url, end_user_id, workspace_id, operation_id)",
     )
     .bind(&workspaces)
     .bind(&agents)
     .bind(&versions)
-    .bind(operation)
+    .bind(&collected)
     .bind(&ids)
     .bind(&threads)
     .bind(&indexes)
@@ -178,6 +204,10 @@ pub async fn insert_many<R: Borrow<NewRun>>(
     .bind(&timeouts)
     .bind(&webhooks)
     .bind(&end_users)
+    .bind(&op_ids)
+    .bind(&op_workspaces)
+    .bind(&op_kinds)
+    .bind(&op_totals)
     .execute(db)
     .await?;
     Ok(())
@@ -216,11 +246,19 @@ pub struct Progress {
     pub usage: Usage,
 }
 
-const CLAIM: &str = "with claimed as (
+/// The runs are found by primary key alone (then updated by `ctid`): with `status = 'queued'` in
+/// the same condition, a planner without statistics (a table that grew from empty, autovacuum
+/// off) may AND the key lookup with a scan of `runs_active`, reading every queued run's entry: a
+/// claim that costs more with every run waiting behind it. Rows are locked in id order, so
+/// concurrent groups naming the same runs do not deadlock.
+const CLAIM: &str = "with found as materialized (
+         select ctid, status from runs where id = any($1) order by id for update),
+     claimed as (
          update runs set status = 'running', attempt = attempt + 1, lease_owner = $2,
                 lease_expires_at = now() + $3 * interval '1 millisecond', started_at = coalesce(started_at, now()),
                 deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
-         where id = any($1) and status = 'queued'
+         from found
+         where runs.ctid = found.ctid and found.status = 'queued'
            and not exists (
                select 1 from runs earlier
                where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
@@ -228,8 +266,8 @@ const CLAIM: &str = "with claimed as (
                  and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
            and ($4::int is null or (select count(*) from runs busy
                                     where busy.workspace_id = runs.workspace_id and busy.status = 'running') < $4)
-         returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at,
-                   progress, end_user_id)
+         returning runs.id, runs.workspace_id, runs.version_id, runs.thread_id, runs.attempt, runs.prelude,
+                   runs.input, runs.parameters, runs.deadline_at, runs.progress, runs.end_user_id)
      select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
             c.progress, c.end_user_id,
             coalesce((select jsonb_agg(jsonb_build_object(
