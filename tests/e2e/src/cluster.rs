@@ -106,7 +106,8 @@ impl PrivateRedis {
 }
 
 /// N `runq-api` and M `runq-worker` processes on one database and Redis prefix, and the mock
-/// provider in-process: spawned binaries, so that a test can kill, signal and restart them. Every process gets [`FAULT_TIMINGS`] unless the [`Env`] says otherwise.
+/// provider in-process: spawned binaries, so that a test can kill, signal and restart them.
+/// Every process gets [`FAULT_TIMINGS`] unless the [`Env`] says otherwise.
 /// Processes are addressed by index; a killed one keeps its slot until restarted.
 pub struct Cluster {
     pub env: Env,

@@ -3,10 +3,11 @@
 //!
 //! # Two tiers
 //! - **In-process** ([`Env::start_api`], [`Env::start_worker`]): the API's and the worker's own
-//!   `build` and `run_until_stopped`, on the test's runtime, listening on port 0. Their settings
-//!   are parsed by the binaries' own flags from the test's [`Env`] (see [`settings`]), so an
-//!   in-process service is configured exactly as a spawned one. Nothing to start but tasks: most
-//!   tests run this way.
+//!   `build` and `run_until_stopped`, listening on port 0, on a multi-threaded runtime of their
+//!   own as in the binaries (the test's `#[tokio::test]` runtime has one thread: a busy test and
+//!   its services would take turns on it). Their settings are parsed by the binaries' own flags
+//!   from the test's [`Env`] (see [`settings`]), so an in-process service is configured exactly as
+//!   a spawned one. Nothing to start but tasks: most tests run this way.
 //! - **Spawned** ([`Env::spawn`], [`Env::spawn_logged`], [`crate::Cluster`]): the real
 //!   `runq-api` and `runq-worker` binaries, for tests that kill, signal or restart a process, or
 //!   read what one process logs or exports.
@@ -15,19 +16,20 @@
 //! nextest runs each test in a process of its own, so the process-wide metrics recorder and
 //! tracing subscriber are the test's own. In-process services install neither twice: the
 //! recorder is installed once (`runq_shared::metrics::install`) and the harness installs the
-//! subscriber once ([`init_process`]). But an API and a worker in one process share them: a test
-//! that asserts on what one process's `/metrics` shows, on its log lines or on its exported traces
-//! spawns binaries.
+//! subscriber once, with the services' runtime. But an API and a worker in one process share
+//! them: a test that asserts on what one process's `/metrics` shows, on its log lines or on its
+//! exported traces spawns binaries.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use runq_api::config::ApiConfig;
 use runq_shared::config::TelemetryConfig;
 use runq_worker::config::WorkerConfig;
 use tokio::process::Child;
+use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -38,13 +40,13 @@ const STOP_WITHIN: Duration = Duration::from_secs(30);
 
 /// A runq service of a test: tasks of the test process, or a spawned binary.
 pub enum Service {
-    /// `build` + `run_until_stopped` on the test's runtime; stopped (gracefully) when dropped.
+    /// `build` + `run_until_stopped` in the test process; stopped (gracefully) when dropped.
     InProcess(InProcess),
     /// A spawned binary (killed when dropped), for tests that kill, signal or restart it.
     Spawned(Child),
 }
 
-/// A service running on a task of the test process.
+/// A service running on a task of the test process (on the services' runtime).
 pub struct InProcess {
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -57,7 +59,7 @@ impl InProcess {
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let shutdown = CancellationToken::new();
-        Self { task: Some(tokio::spawn(serve(shutdown.clone()))), shutdown }
+        Self { task: Some(services().spawn(serve(shutdown.clone()))), shutdown }
     }
 }
 
@@ -108,9 +110,8 @@ impl Env {
     /// Builds `runq-api` in the test process and serves it on a task (port 0); returns it and its
     /// address.
     pub async fn start_api(&self) -> (Service, SocketAddr) {
-        init_process();
         let config: ApiConfig = settings("runq-api", &self.vars());
-        let app = runq_api::Application::build(config).await.expect("build the API");
+        let app = build(runq_api::Application::build(config)).await.expect("build the API");
         let addr = app.local_addr().expect("the API's address");
         let api = InProcess::run(|shutdown| async move { app.run_until_stopped(shutdown).await.map_err(Into::into) });
         (Service::InProcess(api), addr)
@@ -119,9 +120,8 @@ impl Env {
     /// Builds `runq-worker` in the test process and runs it on a task; returns it and, when the
     /// [`Env`] sets `RUNQ_WORKER_METRICS_BIND`, the address of its `GET /metrics`.
     pub async fn start_worker(&self) -> (Service, Option<SocketAddr>) {
-        init_process();
         let config: WorkerConfig = settings("runq-worker", &self.vars());
-        let worker = runq_worker::Worker::build(config).await.expect("build the worker");
+        let worker = build(runq_worker::Worker::build(config)).await.expect("build the worker");
         let metrics = worker.metrics_addr();
         let worker = InProcess::run(|shutdown| worker.run_until_stopped(shutdown));
         (Service::InProcess(worker), metrics)
@@ -149,12 +149,18 @@ pub fn settings<T: clap::Args + clap::FromArgMatches>(binary: &'static str, vars
     T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{binary}'s settings: {e}"))
 }
 
-/// What a runq binary sets up for its whole process before it builds anything, done once per
-/// test process: the TLS crypto provider, and the log subscriber (text to stderr, filtered by
-/// `RUST_LOG`, like a spawned binary's log; no trace export).
-pub fn init_process() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+/// Runs a service's `build` on the services' runtime (the tasks it starts run there too).
+async fn build<T: Send + 'static>(build: impl Future<Output = T> + Send + 'static) -> T {
+    services().spawn(build).await.expect("the build task")
+}
+
+/// The runtime in-process services run on, made once per test process with what a runq binary
+/// sets up for its whole process before it builds anything: a multi-threaded runtime (as
+/// `#[tokio::main]` makes), the TLS crypto provider, and the log subscriber (text to stderr,
+/// filtered by `RUST_LOG`, like a spawned binary's log; no trace export).
+fn services() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
         runq_shared::telemetry::install_crypto_provider();
         let telemetry: TelemetryConfig = settings("runq-e2e", &[]);
         // without trace export the guard holds nothing to flush; a subscriber the test installed
@@ -162,5 +168,10 @@ pub fn init_process() {
         if let Ok(guard) = runq_shared::telemetry::init("runq-e2e", &telemetry) {
             drop(guard);
         }
-    });
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("runq-services")
+            .build()
+            .expect("the services' runtime")
+    })
 }
