@@ -1,5 +1,8 @@
-//! One API process ([`TestApp`]) and the whole local stack of one test ([`Stack`]), with request
-//! helpers.
+//! One API ([`TestApp`]) and the whole local stack of one test ([`Stack`]), with request helpers.
+//!
+//! Both run in the test process ([`TestApp::spawn`], [`Stack::start`]) unless the test needs
+//! processes ([`TestApp::spawn_binary`], [`Stack::spawn_binaries`]): see [`crate::service`] for
+//! which tier a test uses and why.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,30 +12,45 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::process::Child;
 
 use crate::*;
 
-/// One running `runq-api` with its own database.
+/// One running API with its own database.
 pub struct TestApp {
     pub env: Env,
     pub base: String,
     pub client: reqwest::Client,
     pub db: PgPool,
-    pub api: Child,
+    /// The API: tasks of the test process, or a spawned `runq-api` the test can kill or signal.
+    pub api: Service,
 }
 
 impl TestApp {
+    /// An API in the test process on a fresh database.
     pub async fn spawn() -> Self {
         Self::spawn_with(Env::new().await).await
     }
 
+    /// An API in the test process (`build` + `run_until_stopped` on port 0), set up by `env`:
+    /// what every test uses that does not kill, signal or restart the API, nor read its log.
     pub async fn spawn_with(env: Env) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (api, addr) = env.start_api().await;
+        Self::serving(env, api, addr).await
+    }
+
+    /// A spawned `runq-api` process, for the tests that kill, signal or restart it (as
+    /// [`Cluster`] does) or read what the process alone logs or exports.
+    pub async fn spawn_binary(env: Env) -> Self {
         let (api, addr) = env.spawn("runq-api", true).await;
+        Self::serving(env, Service::Spawned(api), addr.expect("addr")).await
+    }
+
+    /// The test's handle on `api`, which serves at `addr`.
+    async fn serving(env: Env, api: Service, addr: impl std::fmt::Display) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let db = PgPoolOptions::new().max_connections(2).connect(&env.database_url).await.expect("test db");
         Self {
-            base: format!("http://{}", addr.expect("addr")),
+            base: format!("http://{addr}"),
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             env,
             db,
@@ -138,23 +156,34 @@ impl TestApp {
     }
 }
 
-/// The whole local stack of one test: API and worker processes, and the mock provider in-process.
+/// The whole local stack of one test: an API, a worker and the mock provider.
 pub struct Stack {
     pub app: TestApp,
-    pub worker: Child,
+    pub worker: Service,
     pub mock: MockServer,
 }
 
 impl Stack {
+    /// API and worker in the test process, on a fresh database.
     pub async fn start() -> Self {
         Self::start_with(Env::new().await).await
     }
 
+    /// API and worker in the test process, set up by `env`.
     pub async fn start_with(env: Env) -> Self {
         let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
         let app = TestApp::spawn_with(env).await;
-        let (worker, _) = app.env.spawn("runq-worker", false).await;
+        let (worker, _) = app.env.start_worker().await;
         Self { app, worker, mock }
+    }
+
+    /// `runq-api` and `runq-worker` processes, for the tests that need what each process alone
+    /// logs, measures or exports.
+    pub async fn spawn_binaries(env: Env) -> Self {
+        let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
+        let app = TestApp::spawn_binary(env).await;
+        let (worker, _) = app.env.spawn("runq-worker", false).await;
+        Self { app, worker: Service::Spawned(worker), mock }
     }
 
     /// A deployed agent on the mock provider speaking `kind` (`openai` or `anthropic`).

@@ -106,7 +106,8 @@ impl PrivateRedis {
 }
 
 /// N `runq-api` and M `runq-worker` processes on one database and Redis prefix, and the mock
-/// provider in-process. Every process gets [`FAULT_TIMINGS`] unless the [`Env`] says otherwise.
+/// provider in-process: spawned binaries, so that a test can kill, signal and restart them.
+/// Every process gets [`FAULT_TIMINGS`] unless the [`Env`] says otherwise.
 /// Processes are addressed by index; a killed one keeps its slot until restarted.
 pub struct Cluster {
     pub env: Env,
@@ -127,9 +128,9 @@ impl Cluster {
         let env = FAULT_TIMINGS.iter().fold(env, |env, (key, value)| env.with_default(key, value));
         let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
         // the first API applies the migrations before anything else starts
-        let mut started = vec![TestApp::spawn_with(env.clone()).await];
+        let mut started = vec![TestApp::spawn_binary(env.clone()).await];
         for _ in 1..apis {
-            started.push(TestApp::spawn_with(env.clone()).await);
+            started.push(TestApp::spawn_binary(env.clone()).await);
         }
         let db = started[0].db.clone();
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().expect("client");
@@ -173,18 +174,18 @@ impl Cluster {
 
     /// SIGKILLs API `i` and waits for it to be gone.
     pub async fn kill_api(&mut self, i: usize) {
-        let _ = self.apis[i].api.kill().await;
+        let _ = self.apis[i].api.child_mut().kill().await;
         self.api_alive[i] = false;
     }
 
     /// Sends SIGTERM to API `i` (it drains and exits by itself).
     pub fn term_api(&self, i: usize) {
-        signal(&self.apis[i].api, "TERM");
+        signal(self.apis[i].api.child(), "TERM");
     }
 
     /// Waits (bounded) for API `i` to exit.
     pub async fn wait_api_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let status = wait_exit(&mut self.apis[i].api, timeout).await;
+        let status = wait_exit(self.apis[i].api.child_mut(), timeout).await;
         if status.is_some() {
             self.api_alive[i] = false;
         }
@@ -194,7 +195,7 @@ impl Cluster {
     /// Starts a new API in slot `i` (killing the old one if it still runs).
     pub async fn restart_api(&mut self, i: usize) {
         self.kill_api(i).await;
-        self.apis[i] = TestApp::spawn_with(self.env.clone()).await;
+        self.apis[i] = TestApp::spawn_binary(self.env.clone()).await;
         self.api_alive[i] = true;
     }
 

@@ -1,5 +1,6 @@
-//! The environment of a test's processes: the database and Redis prefix they share, the binaries
-//! they run, starting them and reading their logs, and small waiting helpers.
+//! The environment of a test's services: the database and Redis prefix they share, the binaries
+//! spawned for the tests that need processes, starting them and reading their logs, and small
+//! waiting helpers. (In-process services are started in [`crate::service`].)
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,7 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The master key every test process shares.
+/// The master key every service of a test shares.
 pub const MASTER_KEY: &str = "6b9d7e0f1a2c3b4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5";
 
 fn postgres_url() -> String {
@@ -75,7 +76,7 @@ pub async fn fresh_database() -> String {
     format!("{}/{name}?sslmode=disable", postgres_url())
 }
 
-/// Environment shared by every runq process of one test.
+/// Environment shared by every runq service of one test, in the test process or spawned.
 #[derive(Clone, Debug)]
 pub struct Env {
     pub database_url: String,
@@ -99,21 +100,30 @@ impl Env {
         self
     }
 
-    fn apply(&self, cmd: &mut Command) {
-        cmd.env("DATABASE_URL", &self.database_url)
-            .env("REDIS_URL", redis_url())
-            .env("RUNQ_REDIS_PREFIX", &self.redis_prefix)
-            .env("RUNQ_MASTER_KEY", MASTER_KEY)
-            .env("RUNQ_ADMIN_KEY", &self.admin_key)
-            .env("RUNQ_BIND", "127.0.0.1:0")
-            // many processes run at once in a suite: stay well under Postgres's 100 connections
-            .env("RUNQ_DB_MAX_CONNECTIONS", "4")
-            .env("RUNQ_LOG_FORMAT", "text")
-            .env("RUST_LOG", "info")
+    /// The variables every runq service of this environment reads, a spawned one from its
+    /// environment and an in-process one as the flags that read them (the last value of a
+    /// variable set twice wins).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let shared = [
+            ("DATABASE_URL", self.database_url.clone()),
+            ("REDIS_URL", redis_url()),
+            ("RUNQ_REDIS_PREFIX", self.redis_prefix.clone()),
+            ("RUNQ_MASTER_KEY", MASTER_KEY.to_owned()),
+            ("RUNQ_ADMIN_KEY", self.admin_key.clone()),
+            ("RUNQ_BIND", "127.0.0.1:0".to_owned()),
+            // many services run at once in a suite: stay well under Postgres's 100 connections
+            ("RUNQ_DB_MAX_CONNECTIONS", "4".to_owned()),
+            ("RUNQ_LOG_FORMAT", "text".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
             // webhook receivers of the tests listen on 127.0.0.1
-            .env("RUNQ_ALLOW_PRIVATE_TARGETS", "true")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .envs(self.extra.iter().map(|(k, v)| (k, v)));
+            ("RUNQ_ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+        ];
+        shared.into_iter().map(|(key, value)| (key.to_owned(), value)).chain(self.extra.iter().cloned()).collect()
+    }
+
+    fn apply(&self, cmd: &mut Command) {
+        // traces are exported only by the tests that ask for it
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").envs(self.vars());
     }
 
     /// Runs a binary to completion (e.g. `runq-api bootstrap`), returning status and stdout.

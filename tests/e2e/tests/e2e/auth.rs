@@ -1,5 +1,5 @@
 use reqwest::{Method, StatusCode};
-use runq_e2e::{TestApp, assert_envelope};
+use runq_e2e::{Env, TestApp, assert_envelope};
 use serde_json::json;
 
 #[tokio::test]
@@ -112,11 +112,12 @@ async fn bootstrap_prints_the_key_once_and_refuses_an_existing_workspace() {
     assert_eq!(stored, 0, "the key is stored hashed, never in clear");
 }
 
+/// Spawned: the API process is killed and another one started on the same database.
 #[tokio::test]
 async fn the_admin_key_bootstrap_is_idempotent_across_restarts() {
-    let mut app = TestApp::spawn().await;
-    app.api.kill().await.unwrap();
-    let restarted = TestApp::spawn_with(app.env.clone()).await;
+    let mut app = TestApp::spawn_binary(Env::new().await).await;
+    app.api.child_mut().kill().await.unwrap();
+    let restarted = TestApp::spawn_binary(app.env.clone()).await;
     assert_eq!(restarted.call(Method::GET, "/v1/agents", None).await.0, StatusCode::OK);
     let (keys,): (i64,) = sqlx::query_as("select count(*) from api_keys").fetch_one(&restarted.db).await.unwrap();
     assert_eq!(keys, 1);

@@ -1,5 +1,6 @@
 //! The `runq` CLI binary against the real stack, as a person at a terminal would use it (but
-//! with stderr not a terminal: the batch progress bar falls back to plain lines).
+//! with stderr not a terminal: the batch progress bar falls back to plain lines). The CLI is a
+//! spawned binary; the API and worker it talks to run in the test process.
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};

@@ -1,18 +1,18 @@
 use reqwest::{Method, StatusCode};
-use runq_e2e::{Env, MockConfig, MockServer, TestApp};
+use runq_e2e::{Env, MockConfig, MockServer, Service, TestApp};
 use serde_json::{Value, json};
 
-/// Two API processes and two workers (16 runs at a time each, so worker slots are what runs
-/// compete for) on one database and Redis prefix. Bootstrapped workspaces are on the `free`
+/// Two APIs and two workers (16 runs at a time each, so worker slots are what runs compete for)
+/// on one database and Redis prefix, all in the test process. Bootstrapped workspaces are on the `free`
 /// plan, whose default rate limit these bursts and polls would exceed.
-async fn two_of_each() -> (TestApp, TestApp, MockServer, Vec<tokio::process::Child>) {
+async fn two_of_each() -> (TestApp, TestApp, MockServer, Vec<Service>) {
     let env = Env::new().await.with("RUNQ_WORKER_CONCURRENCY", "16").with("RUNQ_PLAN_FREE_LIMIT", "1000000");
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let first = TestApp::spawn_with(env.clone()).await;
     let second = TestApp::spawn_with(env.clone()).await;
     let mut workers = Vec::new();
     for _ in 0..2 {
-        workers.push(env.spawn("runq-worker", false).await.0);
+        workers.push(env.start_worker().await.0);
     }
     (first, second, mock, workers)
 }
@@ -40,7 +40,7 @@ async fn a_concurrency_cap_holds_across_workers_and_every_run_completes() {
         .await
         .unwrap();
 
-    // a burst of 10 × cap runs, half through each API process
+    // a burst of 10 × cap runs, half through each API
     let mut operations = Vec::new();
     for i in 0..10 * cap {
         let app = if i % 2 == 0 { &first } else { &second };

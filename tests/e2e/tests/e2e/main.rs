@@ -1,5 +1,7 @@
-//! End-to-end tests: the real `runq-api` binary against real Postgres and Redis.
-//! One test binary; each test starts its own API process with its own database.
+//! End-to-end tests: the API and worker against real Postgres and Redis.
+//! One test binary; each test starts its own API with its own database, in the test process
+//! unless it kills, signals or restarts a process or reads what one process logs or exports (those
+//! spawn the real binaries: `runq_e2e::service` says which tier a test uses and why).
 
 mod auth;
 mod cli;

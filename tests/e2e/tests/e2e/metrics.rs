@@ -1,15 +1,20 @@
 //! Prometheus metrics and request logs: values move as runs happen, read through a parser of the
 //! exposition format; the request id of a run's request shows up in the worker's log lines.
+//!
+//! An API and a worker in one process would share one metrics recorder and one log: the tests
+//! that read what the worker's `/metrics` shows apart from the API's, or what a process logs,
+//! spawn the binaries. The API-only tests run it in the test process.
 
 use std::time::Duration;
 
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue as Metric};
 use reqwest::{Method, StatusCode};
-use runq_e2e::{Env, MockConfig, MockServer, SseReader, TestApp, eventually};
+use runq_e2e::{Env, MockConfig, MockServer, Service, SseReader, TestApp, eventually};
 use serde_json::json;
 use tokio::process::Child;
 
-/// An API, a mock provider, and a worker serving `/metrics`, each log kept.
+/// An API process, a mock provider, and a worker process serving `/metrics`, each log kept:
+/// spawned, so that each `/metrics` shows its own process's values alone.
 struct Observed {
     app: TestApp,
     mock: MockServer,
@@ -20,7 +25,7 @@ struct Observed {
 impl Observed {
     async fn start(env: Env) -> Self {
         let mock = MockServer::start(MockConfig::default()).await.expect("mock provider");
-        let app = TestApp::spawn_with(env.with("RUNQ_WORKER_METRICS_BIND", "127.0.0.1:0")).await;
+        let app = TestApp::spawn_binary(env.with("RUNQ_WORKER_METRICS_BIND", "127.0.0.1:0")).await;
         let (worker, addr, _) = app.env.spawn_logged("runq-worker").await;
         Self { app, mock, _worker: worker, worker_metrics: format!("http://{addr}/metrics") }
     }
@@ -195,6 +200,7 @@ async fn metrics_need_no_key_and_are_not_rate_limited() {
     }
 }
 
+/// Spawned: the API's and the worker's log lines are read from each process's stderr.
 #[tokio::test]
 async fn request_logs_name_the_route_and_the_worker_logs_the_request_id_of_the_run() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -206,7 +212,7 @@ async fn request_logs_name_the_route_and_the_worker_logs_the_request_id_of_the_r
         client: reqwest::Client::new(),
         db: sqlx::PgPool::connect(&env.database_url).await.expect("test db"),
         env: env.clone(),
-        api,
+        api: Service::Spawned(api),
     };
     app.deployed_agent(app.admin_key(), "bot", "openai", &mock.base_url()).await;
 

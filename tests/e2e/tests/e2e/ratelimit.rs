@@ -91,7 +91,7 @@ async fn a_keys_budget_is_shared_by_every_api_process_and_refills_in_the_next_wi
         let reply = send(app, &key, Method::GET, "/v1/tools", None).await;
         assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.body);
         assert_eq!(reply.header("x-ratelimit-limit"), Some("5"));
-        assert_eq!(reply.remaining(), left, "request {i} (process {})", i % 2 + 1);
+        assert_eq!(reply.remaining(), left, "request {i} (API {})", i % 2 + 1);
         let reset = reply.number("x-ratelimit-reset");
         assert!(reset > epoch_secs() && reset <= epoch_secs() + WINDOW, "reset {reset} is the window's end");
     }
@@ -104,7 +104,7 @@ async fn a_keys_budget_is_shared_by_every_api_process_and_refills_in_the_next_wi
     let retry_after = refused.number("retry-after");
     assert!((1..=WINDOW).contains(&retry_after), "Retry-After: {retry_after}");
     assert_eq!(refused.body["error"]["details"]["retry_after"], retry_after);
-    // the other process refuses too: the budget is one
+    // the other API refuses too: the budget is one
     assert_eq!(send(&first, &key, Method::GET, "/v1/tools", None).await.status, StatusCode::TOO_MANY_REQUESTS);
 
     tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(100)).await;

@@ -47,11 +47,13 @@ async fn collector() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     (url, bodies)
 }
 
+/// Spawned: each process exports its spans under its own service name (the tracer provider is
+/// process-wide), and the trace must cross from one process to the other.
 #[tokio::test]
 async fn one_trace_spans_the_api_and_the_worker() {
     let (endpoint, bodies) = collector().await;
     let env = Env::new().await.with("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).with("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let stack = Stack::start_with(env).await;
+    let stack = Stack::spawn_binaries(env).await;
     stack.agent("bot", "openai", json!({})).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -269,9 +269,9 @@ async fn a_worker_refuses_a_private_target_when_its_setting_is_off() {
     let receiver = Receiver::start(&[]).await;
     let (id, _) = endpoint(&stack.app, &receiver.url(), &["run.completed"]).await;
     let mut stack = stack;
-    let _ = stack.worker.kill().await;
+    stack.worker.stop().await;
     let strict = stack.app.env.clone().with("RUNQ_ALLOW_PRIVATE_TARGETS", "false");
-    let (_worker, _) = strict.spawn_until("runq-worker", Some("worker started")).await;
+    let (_worker, _) = strict.start_worker().await;
 
     let (status, _) = stack.run(json!({"agent_id": "bot", "prompt": "hi"})).await;
     assert_eq!(status, StatusCode::OK);
