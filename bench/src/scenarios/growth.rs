@@ -238,7 +238,7 @@ async fn seed(stack: &Stack, template: Uuid, n: i64) -> anyhow::Result<Duration>
 /// Empties the tables the runs filled and forgets the statistics `analyze` gathered on them, so
 /// later scenarios start from the table (and the plans) they always started from.
 async fn truncate(stack: &Stack) -> anyhow::Result<()> {
-    sqlx::query("truncate messages, idempotency_keys, runs, threads").execute(stack.db()).await?;
+    sqlx::query("truncate messages, idempotency_keys, approvals, runs, threads").execute(stack.db()).await?;
     sqlx::query(
         "delete from pg_statistic
          where starelid in ('messages'::regclass, 'idempotency_keys'::regclass, 'runs'::regclass, 'threads'::regclass)",
