@@ -19,6 +19,8 @@
 //! - [`db`] — connection set-up, migrations and the queries, one module per table family.
 //! - [`domain`] — validated inputs (`Slug`, `Scope`, `Plan`, `Page`) and the built-in tool catalogue.
 //! - [`events`] — the UI message stream parts and the per-run event log (Redis stream + pub/sub).
+//! - [`group`] — group commit: callers arriving together written in one statement (admissions,
+//!   claims, finishes).
 //! - [`queue`] — jobs, pushed to a Redis list and popped with a blocking pop.
 //! - [`ratelimit`] — per-key request limits: plan defaults, fixed windows counted in Redis.
 //! - [`render`] — `{{variable}}` templates.
