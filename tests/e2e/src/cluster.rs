@@ -275,19 +275,7 @@ impl Cluster {
 
     /// Polls a run until it reaches a terminal status; panics with its last state after `timeout`.
     pub async fn wait_run(&self, id: &str, timeout: Duration) -> Value {
-        let last = std::sync::Mutex::new(Value::Null);
-        let done = eventually(timeout, || {
-            let last = &last;
-            async move {
-                let (status, run) = self.get(&format!("/v1/runs/{id}")).await?;
-                let terminal = status == StatusCode::OK && TERMINAL.iter().any(|t| run["status"] == *t);
-                *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = run.clone();
-                terminal.then_some(run)
-            }
-        })
-        .await;
-        let last = last.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        done.unwrap_or_else(|| panic!("run {id} did not finish within {timeout:?}; last seen: {last}"))
+        self.wait_for("run", &format!("/v1/runs/{id}"), TERMINAL, timeout).await
     }
 
     /// `(role, content)` of a thread's messages, in order.
@@ -312,20 +300,26 @@ impl Cluster {
     /// Polls an operation until it is done (`succeeded`, `failed` or `cancelled`); panics with its
     /// last state after `timeout`.
     pub async fn wait_operation(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_for("operation", &format!("/v1/operations/{id}"), &["succeeded", "failed", "cancelled"], timeout)
+            .await
+    }
+
+    /// Polls `path` until it answers 200 with a `status` among `done`; panics with the last
+    /// answer after `timeout`.
+    async fn wait_for(&self, what: &str, path: &str, done: &[&str], timeout: Duration) -> Value {
         let last = std::sync::Mutex::new(Value::Null);
-        let done = eventually(timeout, || {
+        let finished = eventually(timeout, || {
             let last = &last;
             async move {
-                let (status, op) = self.get(&format!("/v1/operations/{id}")).await?;
-                let done =
-                    status == StatusCode::OK && ["succeeded", "failed", "cancelled"].iter().any(|s| op["status"] == *s);
-                *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = op.clone();
-                done.then_some(op)
+                let (status, body) = self.get(path).await?;
+                let finished = status == StatusCode::OK && done.iter().any(|s| body["status"] == *s);
+                *last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = body.clone();
+                finished.then_some(body)
             }
         })
         .await;
         let last = last.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        done.unwrap_or_else(|| panic!("operation {id} did not finish within {timeout:?}; last seen: {last}"))
+        finished.unwrap_or_else(|| panic!("{what} {path} did not finish within {timeout:?}; last seen: {last}"))
     }
 
     /// Rows of a table of the test's database (`runs`, `operations`, `messages`, …).
