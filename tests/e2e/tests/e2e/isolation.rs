@@ -203,12 +203,18 @@ fn calls(openapi: &Value, a: &WorkspaceA) -> Vec<Call> {
     calls
 }
 
-#[tokio::test]
-async fn another_workspace_gets_403_or_404_and_nothing_of_ours_on_every_route_with_an_id() {
+/// Workspace A with one of everything, and workspace B (its key, and an agent of its own).
+async fn two_workspaces() -> (Stack, WorkspaceA, String) {
     let stack = Stack::start().await;
     let a = populate(&stack).await;
     let b_key = stack.app.bootstrap_workspace("beta").await;
     stack.app.deployed_agent(&b_key, "beta-agent", "openai", &stack.mock.base_url()).await;
+    (stack, a, b_key)
+}
+
+#[tokio::test]
+async fn another_workspace_gets_403_or_404_and_nothing_of_ours_on_every_route_with_an_id() {
+    let (stack, a, b_key) = two_workspaces().await;
     let (_, openapi) = stack.app.call(Method::GET, "/openapi.json", None).await;
     let calls = calls(&openapi, &a);
     assert!(calls.len() >= 40, "the walk covers every operation with an id: {}", calls.len());
@@ -272,10 +278,7 @@ async fn another_workspace_gets_403_or_404_and_nothing_of_ours_on_every_route_wi
 
 #[tokio::test]
 async fn another_workspace_cannot_reach_our_objects_through_bodies_and_query_strings() {
-    let stack = Stack::start().await;
-    let a = populate(&stack).await;
-    let b_key = stack.app.bootstrap_workspace("beta").await;
-    stack.app.deployed_agent(&b_key, "beta-agent", "openai", &stack.mock.base_url()).await;
+    let (stack, a, b_key) = two_workspaces().await;
     let refused = [
         (Method::POST, "/v1/run".to_owned(), json!({"agent_id": a.id("agent"), "prompt": "beta", "stream": false})),
         (Method::POST, "/v1/run".to_owned(), json!({"agent_id": a.id("slug"), "prompt": "beta", "stream": false})),
