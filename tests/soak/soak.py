@@ -102,19 +102,9 @@ class Process:
         return rss_kb / 1024, len(os.listdir(f"/proc/{self.pid}/fd"))
 
 
-def psql(sql):
+def psql(sql, database="postgres"):
     out = subprocess.run(
-        ["psql", f"{PG_URL}/postgres", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"psql failed: {sql}\n{out.stderr}")
-    return out.stdout
-
-
-def psql_soak(sql):
-    out = subprocess.run(
-        ["psql", f"{PG_URL}/{DATABASE}", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+        ["psql", f"{PG_URL}/{database}", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
         capture_output=True, text=True, timeout=60, check=False,
     )
     if out.returncode != 0:
@@ -411,13 +401,14 @@ def main():
             thread.join(HTTP_TIMEOUT + 10)
         log(f"load stopped; draining (at most {DRAIN_SECS:g} s)")
         undrained = drain(client, tally, time.monotonic() + DRAIN_SECS)
-        not_terminal = int(psql_soak("select count(*) from runs where status not in "
-                                     "('completed', 'failed', 'cancelled', 'timed_out')").strip() or 0)
-        by_status = psql_soak("select status || '=' || count(*) from runs group by status order by status")
+        not_terminal = int(psql("select count(*) from runs where status not in "
+                                "('completed', 'failed', 'cancelled', 'timed_out')", DATABASE).strip() or 0)
+        by_status = psql("select status || '=' || count(*) from runs group by status order by status", DATABASE)
         # a run that failed or timed out is an error of the service: the mock never fails
-        failed = psql_soak("select id || ' ' || status || ' ' || coalesce(error::text, '') from runs "
-                           "where status in ('failed', 'timed_out') limit 5").splitlines()
-        failed_count = int(psql_soak("select count(*) from runs where status in ('failed', 'timed_out')").strip())
+        failed = psql("select id || ' ' || status || ' ' || coalesce(error::text, '') from runs "
+                      "where status in ('failed', 'timed_out') limit 5", DATABASE).splitlines()
+        failed_count = int(
+            psql("select count(*) from runs where status in ('failed', 'timed_out')", DATABASE).strip())
         counts, errors = tally.snapshot()
         log(f"after drain  {usage_line(stack)}")
         log("requests: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + f" (total {sum(counts.values())})")
