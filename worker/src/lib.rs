@@ -4,8 +4,9 @@
 //! stop under a monitor) over runq's own queue ([`backend`]): it takes jobs round-robin across
 //! workspaces and blocks while none are queued (waking the moment one is pushed). For each job it
 //! claims the run in Postgres (claims and finishes made close together are written together),
-//! streams the provider, runs tool steps, publishes every event, and records the outcome. Beside the consumer it renews its leases, reconciles lost work, sends webhook
-//! deliveries, and (when `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
+//! streams the provider, runs tool steps, publishes every event, and records the outcome. Beside
+//! the consumer it renews its leases, reconciles lost work, sends webhook deliveries, and (when
+//! `RUNQ_WORKER_METRICS_BIND` is set) serves `GET /metrics`.
 //!
 //! # Layout
 //! - [`backend`] — the Redis queue as the apalis backend the worker runs on.
