@@ -30,7 +30,7 @@ use crate::tools::{CallContext, Toolbox};
 pub struct Ctx {
     /// Durable commits: a run's outcome.
     pub db: PgPool,
-    /// Relaxed commits (see [`runq_shared::db::relaxed_pool`]): claims, leases, hand-backs.
+    /// Relaxed commits (see [`runq_shared::db::Sessions`]): claims, leases, hand-backs.
     pub claims: PgPool,
     /// Claims of runs without a concurrency cap, made together (on `claims`).
     pub claiming: GroupCommit<runs::Claims>,

@@ -28,7 +28,7 @@ use anyhow::Context;
 use apalis::prelude::{BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use redis::aio::ConnectionManager;
 use runq_shared::broker::Broker;
-use runq_shared::db::runs;
+use runq_shared::db::{self, Sessions, runs};
 use runq_shared::group::GroupCommit;
 use runq_shared::queue::Job;
 use tokio_util::sync::CancellationToken;
@@ -73,9 +73,11 @@ pub struct Worker {
 impl Worker {
     /// Connects and migrates (a worker may start before any API).
     pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
-        let db = runq_shared::db::pool(&config.store, DB_ACQUIRE_TIMEOUT).context("DATABASE_URL")?;
-        let claims = runq_shared::db::relaxed_pool(&config.store, DB_ACQUIRE_TIMEOUT).context("DATABASE_URL")?;
-        runq_shared::db::migrate(&db).await.context("applying migrations")?;
+        let sessions = Sessions { by_index: true, ..Sessions::default() };
+        let db = db::pool_with(&config.store, DB_ACQUIRE_TIMEOUT, sessions).context("DATABASE_URL")?;
+        let relaxed = Sessions { relaxed_commit: true, ..sessions };
+        let claims = db::pool_with(&config.store, DB_ACQUIRE_TIMEOUT, relaxed).context("DATABASE_URL")?;
+        db::migrate(&db).await.context("applying migrations")?;
         let broker = Broker::connect(&config.store).context("REDIS_URL")?;
         let queue_conn = Broker::dedicated(&config.store).context("REDIS_URL")?;
         let http = reqwest::Client::builder()

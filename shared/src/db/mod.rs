@@ -33,16 +33,35 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// gives up after `acquire_timeout`: short for the API (a client gets 503 rather than a hang),
 /// longer for a worker (a busy pool is not an outage).
 pub fn pool(config: &StoreConfig, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.database_url.expose())?;
-    Ok(pool_options(config, acquire_timeout).connect_lazy_with(options))
+    pool_with(config, acquire_timeout, Sessions::default())
 }
 
-/// A pool whose commits return before the WAL reaches disk, for writes that a Postgres crash may
-/// lose without losing a run: a claim or a lease renewal is redone from what is durable (the run
-/// goes back to the queue). Half the commit flushes of a run's life, on a disk where flushing is
-/// the bottleneck.
-pub fn relaxed_pool(config: &StoreConfig, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.database_url.expose())?.options([("synchronous_commit", "off")]);
+/// How the sessions of a pool are set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sessions {
+    /// Commits return before the WAL reaches disk, for writes that a Postgres crash may lose
+    /// without losing a run: a claim or a lease renewal is redone from what is durable (the run
+    /// goes back to the queue). Half the commit flushes of a run's life, on a disk where flushing
+    /// is the bottleneck.
+    pub relaxed_commit: bool,
+    /// Plans read tables through their indexes (`enable_seqscan = off`), for a process whose
+    /// statements all find their rows by key or through an index (a worker). Postgres keeps the
+    /// plan of a prepared statement once it has run five times; made while a table was small, or
+    /// had no statistics (autovacuum off), that plan may read the whole table, and it is kept as
+    /// the table grows: a finish of 64 runs that reads every run ever recorded. A table no index
+    /// serves is still read whole.
+    pub by_index: bool,
+}
+
+/// [`pool`] with its sessions set up as `sessions` says.
+pub fn pool_with(config: &StoreConfig, acquire_timeout: Duration, sessions: Sessions) -> Result<PgPool, sqlx::Error> {
+    let mut options = PgConnectOptions::from_str(config.database_url.expose())?;
+    if sessions.relaxed_commit {
+        options = options.options([("synchronous_commit", "off")]);
+    }
+    if sessions.by_index {
+        options = options.options([("enable_seqscan", "off")]);
+    }
     Ok(pool_options(config, acquire_timeout).connect_lazy_with(options))
 }
 
