@@ -300,6 +300,35 @@ async fn lost_runs_are_requeued_then_ended(db: PgPool) {
     assert_eq!(fixtures::state(&db, alive).await, (RunStatus::Running, 1, Some("worker-alive".to_owned())));
 }
 
+/// A lease renewal skips a run another transaction holds (a finish being written) instead of
+/// waiting for it, and renews the rest; the skipped run is renewed by the next renewal.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_lease_renewal_skips_a_run_being_finished(db: PgPool) {
+    let acme = fixtures::tenant(&db, "acme", None).await;
+    let held = fixtures::queued(&db, &acme, "thr_held").await;
+    let free = fixtures::queued(&db, &acme, "thr_free").await;
+    for run in [held, free] {
+        assert!(claim(&db, &acme, run, "worker-a").await.is_some());
+        fixtures::expire_lease(&db, run).await;
+    }
+
+    let mut finishing = db.begin().await.unwrap();
+    sqlx::query("select 1 from runs where id = $1 for update").bind(held).execute(&mut *finishing).await.unwrap();
+    let both = [held, free];
+    let renewal = runs::renew_leases(&db, "worker-a", &both, LEASE);
+    let renewed = tokio::time::timeout(Duration::from_secs(10), renewal)
+        .await
+        .expect("the renewal must not wait for the transaction holding a run")
+        .unwrap();
+    assert_eq!(renewed, 1);
+    assert!(fixtures::lease_expired(&db, held).await, "the held run is skipped");
+    assert!(!fixtures::lease_expired(&db, free).await, "the other run is renewed");
+    finishing.rollback().await.unwrap();
+
+    assert_eq!(runs::renew_leases(&db, "worker-a", &both, LEASE).await.unwrap(), 2);
+    assert!(!fixtures::lease_expired(&db, held).await, "renewed once it is no longer held");
+}
+
 /// A cancel ends a queued run on the spot (nobody can claim it afterwards), only marks a running
 /// one (its worker stops it), and does not reach another workspace's run.
 #[sqlx::test(migrations = "../migrations")]
@@ -478,6 +507,16 @@ mod fixtures {
             .execute(db)
             .await
             .unwrap();
+    }
+
+    /// Whether the lease of `run` has run out.
+    pub async fn lease_expired(db: &PgPool, run: RunId) -> bool {
+        let (expired,): (bool,) = sqlx::query_as("select lease_expires_at < now() from runs where id = $1")
+            .bind(run)
+            .fetch_one(db)
+            .await
+            .unwrap();
+        expired
     }
 
     /// Status, attempt and lease owner of `run`.

@@ -639,11 +639,15 @@ pub async fn of_operation(db: &PgPool, operation: OperationId, page: Page) -> Re
 
 /// Extends the leases of the runs `owner` is executing: one statement per worker, however many
 /// runs it holds. Only live executions are renewed, so a run whose execution died is recovered
-/// when its lease runs out.
+/// when its lease runs out. A run another statement holds (a finish being written) is skipped
+/// rather than waited for: it is ending, and otherwise the next renewal extends it. Waiting made
+/// the renewal queue behind each finish in turn (0.5 s at 1,500 runs/s), and the finishes
+/// behind it.
 pub async fn renew_leases(db: &PgPool, owner: &str, runs: &[RunId], lease: Duration) -> Result<u64> {
     let done = sqlx::query(
         "update runs set lease_expires_at = now() + $3 * interval '1 millisecond'
-         where id = any($2) and lease_owner = $1 and status || '' = 'running'",
+         where id in (select id from runs where id = any($2) and lease_owner = $1 and status || '' = 'running'
+                      for update skip locked)",
     )
     .bind(owner)
     .bind(runs)
