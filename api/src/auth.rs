@@ -5,9 +5,7 @@
 //! replica stops working at once (the cache entry is dropped), and on other replicas within the
 //! TTL. The same holds for a changed rate limit or plan, which is cached with the verdict.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runq_shared::crypto::ApiKey;
 use runq_shared::db::keys::{self, KeyAuth};
@@ -15,57 +13,45 @@ use runq_shared::id::{KeyId, WorkspaceId};
 use runq_shared::ratelimit::PlanLimits;
 use sqlx::PgPool;
 
+use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 
-/// Entries beyond this are dropped wholesale rather than tracked with an LRU: the working set of
-/// live keys is small, and a refill costs one query per key.
-const MAX_ENTRIES: usize = 10_000;
-
 pub struct AuthCache {
-    ttl: Duration,
     /// The plans' default rate limits, resolved into each verdict.
     plans: PlanLimits,
-    entries: RwLock<HashMap<[u8; 32], (KeyAuth, Instant)>>,
+    /// Verdicts by the hash of the presented key.
+    verdicts: TtlCache<[u8; 32], KeyAuth>,
 }
 
 impl AuthCache {
     pub fn new(ttl: Duration, plans: PlanLimits) -> Self {
-        Self { ttl, plans, entries: RwLock::default() }
+        Self { plans, verdicts: TtlCache::new(ttl) }
     }
 
     /// Resolves a presented key, from the cache when fresh, else from Postgres.
     pub async fn authenticate(&self, db: &PgPool, presented: &str) -> Result<KeyAuth> {
         let key = ApiKey::parse(presented).map_err(|_| Error::Unauthorized("Invalid API key"))?;
         let hash = key.hash();
-        if let Some(auth) = self.cached(&hash) {
+        if let Some(auth) = self.verdicts.get(&hash) {
             return Ok(auth);
         }
         let auth = keys::authenticate(db, &hash, &self.plans).await?.ok_or(Error::Unauthorized("Invalid API key"))?;
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(hash, (auth.clone(), Instant::now()));
+        self.verdicts.insert(hash, auth.clone());
         Ok(auth)
-    }
-
-    fn cached(&self, hash: &[u8; 32]) -> Option<KeyAuth> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(hash).filter(|(_, at)| at.elapsed() < self.ttl).map(|(auth, _)| auth.clone())
     }
 
     /// Forgets a key at once (after it was revoked through this replica).
     pub fn evict(&self, hash: &[u8; 32]) {
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).remove(hash);
+        self.verdicts.forget(|key, _| key == hash);
     }
 
     /// Forgets a key by id (after its rate limit changed through this replica).
     pub fn evict_key(&self, id: KeyId) {
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (auth, _)| auth.key_id != id);
+        self.verdicts.forget(|_, auth| auth.key_id == id);
     }
 
     /// Forgets every key of a workspace (after its plan or limits changed through this replica).
     pub fn evict_workspace(&self, id: WorkspaceId) {
-        self.entries.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (auth, _)| auth.workspace_id != id);
+        self.verdicts.forget(|_, auth| auth.workspace_id == id);
     }
 }

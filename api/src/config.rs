@@ -23,6 +23,11 @@ pub struct ApiConfig {
     #[arg(long, env = "RUNQ_AUTH_CACHE_TTL_MS", default_value_t = 5000)]
     pub auth_cache_ttl_ms: u64,
 
+    /// How long an agent's deployed version is trusted before Postgres is asked again, in
+    /// milliseconds (a deploy through another replica reaches this one within it).
+    #[arg(long, env = "RUNQ_AGENT_CACHE_TTL_MS", default_value_t = 5000)]
+    pub agent_cache_ttl_ms: u64,
+
     /// How long a sync `POST /v1/run` waits for the answer before replying 202 with an
     /// operation to poll, in milliseconds.
     #[arg(long, env = "RUNQ_SYNC_TIMEOUT_MS", default_value_t = 60_000)]
@@ -63,6 +68,10 @@ pub struct ApiConfig {
 impl ApiConfig {
     pub fn auth_cache_ttl(&self) -> Duration {
         Duration::from_millis(self.auth_cache_ttl_ms)
+    }
+
+    pub fn agent_cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.agent_cache_ttl_ms)
     }
 
     pub fn plan_limits(&self) -> PlanLimits {

@@ -8,6 +8,8 @@
 //! - [`config`] — settings (flags and environment).
 //! - [`state`] — [`state::AppState`], the handles every handler shares.
 //! - [`auth`] — key authentication with a short-lived cache.
+//! - [`targets`] — agents ready to take runs, cached the same way.
+//! - [`cache`] — the expiring in-process cache both use.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -42,6 +45,7 @@ pub mod request;
 pub mod routes;
 pub mod state;
 pub mod submit;
+pub mod targets;
 
 use crate::config::ApiConfig;
 use crate::state::AppState;
@@ -108,6 +112,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
         broker,
         master_key: config.store.master_key.expose().clone(),
         auth: Arc::new(auth::AuthCache::new(config.auth_cache_ttl(), config.plan_limits())),
+        targets: Arc::new(targets::TargetCache::new(config.agent_cache_ttl())),
         rate_limiter: Arc::new(runq_shared::ratelimit::Limiter::new(config.rate_limit_window_secs)),
         hub,
         limits: state::Limits {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthCache;
 use crate::live::Hub;
 use crate::observe::Metrics;
+use crate::targets::TargetCache;
 
 /// Cheap to clone: handles and `Arc`s.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct AppState {
     pub broker: Broker,
     pub master_key: MasterKey,
     pub auth: Arc<AuthCache>,
+    /// Agents ready to take runs, by workspace and reference.
+    pub targets: Arc<TargetCache>,
     /// Per-key request limits, counted in Redis.
     pub rate_limiter: Arc<Limiter>,
     pub hub: Arc<Hub>,

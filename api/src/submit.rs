@@ -53,7 +53,7 @@ async fn admit(state: &AppState, workspace: WorkspaceId, plan: Plan) -> Result<(
     let mut targets: Vec<(AgentRef, Target)> = Vec::new();
     for draft in &plan.drafts {
         if !targets.iter().any(|(agent, _)| *agent == draft.agent) {
-            let target = admission::resolve(&state.db, workspace, &draft.agent).await?;
+            let target = state.targets.resolve(&state.db, workspace, &draft.agent).await?;
             targets.push((draft.agent.clone(), target));
         }
     }

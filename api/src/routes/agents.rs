@@ -182,8 +182,11 @@ async fn update(
     if let Some(system_prompt) = body.system_prompt {
         let revision = Revision { system_prompt: Some(system_prompt), ..Revision::default() };
         versions::revise(&state.db, auth.workspace_id, &agent, revision).await?;
+        state.targets.evict_workspace(auth.workspace_id);
     }
-    Ok(JsonResponse(agents::update(&state.db, auth.workspace_id, &agent, patch).await?))
+    let updated = agents::update(&state.db, auth.workspace_id, &agent, patch).await?;
+    state.targets.evict_workspace(auth.workspace_id);
+    Ok(JsonResponse(updated))
 }
 
 /// Archives an agent: it leaves listings and takes no new runs; its history stays.
@@ -195,7 +198,9 @@ async fn archive(
     Manager(auth): Manager,
     Path(id): Path<String>,
 ) -> Result<JsonResponse<Agent>> {
-    Ok(JsonResponse(agents::archive(&state.db, auth.workspace_id, &agent_ref(&id)?).await?))
+    let archived = agents::archive(&state.db, auth.workspace_id, &agent_ref(&id)?).await?;
+    state.targets.evict_workspace(auth.workspace_id);
+    Ok(JsonResponse(archived))
 }
 
 /// Creates an immutable version; `deploy: true` also deploys it.
@@ -223,6 +228,7 @@ async fn create_version(
         deploy: body.deploy,
     };
     let version = versions::create(&state.db, auth.workspace_id, &agent_ref(&id)?, new).await?;
+    state.targets.evict_workspace(auth.workspace_id);
     Ok((StatusCode::CREATED, JsonResponse(version)))
 }
 
@@ -262,5 +268,7 @@ async fn deploy(
     Path(id): Path<String>,
     Json(body): Json<Deploy>,
 ) -> Result<JsonResponse<Version>> {
-    Ok(JsonResponse(versions::deploy(&state.db, auth.workspace_id, &agent_ref(&id)?, body.version_id).await?))
+    let deployed = versions::deploy(&state.db, auth.workspace_id, &agent_ref(&id)?, body.version_id).await?;
+    state.targets.evict_workspace(auth.workspace_id);
+    Ok(JsonResponse(deployed))
 }

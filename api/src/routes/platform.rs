@@ -250,6 +250,7 @@ async fn set_agent_capabilities(
     }
     let revision = Revision { tools: Some(body.capability_ids), ..Revision::default() };
     let version = versions::revise(&state.db, auth.workspace_id, &AgentRef::parse(&id)?, revision).await?;
+    state.targets.evict_workspace(auth.workspace_id);
     Ok(JsonResponse(AgentCapabilities { capability_ids: version.tools }))
 }
 

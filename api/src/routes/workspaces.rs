@@ -110,5 +110,6 @@ async fn update(
     };
     let workspace = workspaces::update(&state.db, id, &patch).await?;
     state.auth.evict_workspace(id);
+    state.targets.evict_workspace(id);
     Ok(JsonResponse(workspace))
 }

@@ -1,5 +1,7 @@
+use std::time::{Duration, Instant};
+
 use reqwest::{Method, StatusCode};
-use runq_e2e::{TestApp, assert_envelope};
+use runq_e2e::{Cluster, Env, TestApp, assert_envelope};
 use serde_json::{Value, json};
 
 async fn provider(app: &TestApp, name: &str) -> Value {
@@ -193,4 +195,38 @@ async fn keys_are_listed_by_prefix_only() {
     assert_eq!(list["pagination"]["total"], 2);
     assert!(!list.to_string().contains(&key), "a listing never shows a key");
     assert!(list["data"].as_array().unwrap().iter().any(|k| key.starts_with(k["prefix"].as_str().unwrap())));
+}
+
+/// Each API caches an agent's deployed version for `RUNQ_AGENT_CACHE_TTL_MS`: a deploy (here, a
+/// new version with `deploy: true`) applies at once to the runs of the replica it went through,
+/// and to another replica's once its entry expires. Runs through both had cached the old version.
+#[tokio::test]
+async fn a_deploy_reaches_its_replica_at_once_and_another_within_the_agent_cache_ttl() {
+    let ttl = Duration::from_secs(2);
+    let env = Env::new().await.with("RUNQ_AGENT_CACHE_TTL_MS", &ttl.as_millis().to_string());
+    let cluster = Cluster::start(2, 1, env).await;
+    cluster.agent("bot", "openai", json!({})).await;
+    let version_of = |api: usize| {
+        let cluster = &cluster;
+        async move {
+            let (status, run) = cluster.run(api, json!({"agent_id": "bot", "prompt": "which version?"})).await;
+            assert_eq!(status, StatusCode::OK, "{run}");
+            run["version_id"].as_str().expect("version id").to_owned()
+        }
+    };
+    let first = version_of(0).await;
+    assert_eq!(version_of(1).await, first);
+
+    let body = json!({"provider": "bot-provider", "model": "mock-model-2", "deploy": true});
+    let (status, second) = cluster.call(0, Method::POST, "/v1/agents/bot/versions", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second = second["id"].as_str().expect("version id").to_owned();
+    assert_ne!(second, first);
+    assert_eq!(version_of(0).await, second, "the replica that took the deploy uses it at once");
+
+    let deadline = Instant::now() + ttl + Duration::from_secs(5);
+    while version_of(1).await != second {
+        assert!(Instant::now() < deadline, "the other replica still runs the old version after its cache TTL");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
