@@ -106,6 +106,13 @@ async fn write_group<S: Statement>(statement: &S, group: Vec<Pending<S>>) {
         Err(e) if items.len() == 1 => {
             let _ = answers.into_iter().next().map(|done| done.send(Err(e)));
         }
+        Err(Error::Database(e)) if crate::db::is_unavailable(&e) => {
+            // Postgres is away: written one by one, each caller would wait for a connection in
+            // turn (a client waited 10 s and more for its 503)
+            for done in answers {
+                let _ = done.send(Err(Error::Database(same_outage(&e))));
+            }
+        }
         Err(e) => {
             // one item's failure must not fail the others: write each on its own
             tracing::warn!(error = %e, items = items.len(), "group write failed; writing one by one");
@@ -114,6 +121,15 @@ async fn write_group<S: Statement>(statement: &S, group: Vec<Pending<S>>) {
                 let _ = done.send(written.map(|mut outputs| (item, outputs.remove(0))));
             }
         }
+    }
+}
+
+/// An error telling another caller of the group what `e` told the first.
+fn same_outage(e: &sqlx::Error) -> sqlx::Error {
+    match e {
+        sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed => sqlx::Error::PoolClosed,
+        e => sqlx::Error::Io(std::io::Error::other(e.to_string())),
     }
 }
 
