@@ -59,16 +59,15 @@ impl NewOperation {
     }
 }
 
-pub async fn create(db: impl PgExecutor<'_>, workspace: WorkspaceId, kind: &str, total: usize) -> Result<OperationId> {
-    let id = OperationId::new();
+pub async fn create(db: impl PgExecutor<'_>, operation: &NewOperation) -> Result<()> {
     sqlx::query("insert into operations (id, workspace_id, kind, total) values ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(workspace)
-        .bind(kind)
-        .bind(i32::try_from(total).unwrap_or(i32::MAX))
+        .bind(operation.id)
+        .bind(operation.workspace_id)
+        .bind(operation.kind)
+        .bind(operation.total)
         .execute(db)
         .await?;
-    Ok(id)
+    Ok(())
 }
 
 /// Gives a run an operation to be polled by (a sync call that outlived its wait), once.
@@ -86,14 +85,15 @@ pub async fn for_run(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<
     if let Some(id) = existing {
         return Ok(id);
     }
-    let id = create(&mut *tx, workspace, "run", 1).await?;
+    let operation = NewOperation::new(workspace, "run", 1);
+    create(&mut *tx, &operation).await?;
     sqlx::query("update runs set operation_id = $2, item_index = 0 where id = $1")
         .bind(run)
-        .bind(id)
+        .bind(operation.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(id)
+    Ok(operation.id)
 }
 
 pub async fn get(db: &PgPool, workspace: WorkspaceId, id: OperationId) -> Result<(Operation, Progress)> {
