@@ -164,9 +164,10 @@ async fn run(
                         break;
                     };
                     let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { continue };
-                    let Some(event) = Event::from_message(payload) else { continue };
                     if let Some(channel) = lock(&channels).get(message.get_channel_name()) {
-                        let _ = channel.tx.send(Live::Event(Arc::new(event)));
+                        for event in events::decode_batch(payload) {
+                            let _ = channel.tx.send(Live::Event(Arc::new(event)));
+                        }
                     }
                 }
                 command = commands.recv() => match command {

@@ -1,9 +1,10 @@
 //! The run event protocol: AI SDK "UI message stream" v1 parts, and the per-run event log.
 //!
 //! Every event a run emits gets a per-run, strictly increasing `seq` (the SSE `id:`). The worker
-//! appends each event to the run's Redis stream (entry id `0-<seq>`, so replay is one `XRANGE`)
-//! and publishes it on the run's channel for live delivery. A finished run's log is also
-//! written to Postgres, so it replays after Redis forgot it.
+//! writes events in batches: each batch is one entry of the run's Redis stream, whose id is
+//! `0-<seq of its last event>` (so replay after `n` is one `XRANGE` from `0-<n + 1>`), and one
+//! message on the run's channel for live delivery. A finished run's log is also written to
+//! Postgres, so it replays after Redis forgot it.
 
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -110,16 +111,36 @@ impl Event {
         self.data.starts_with("{\"type\":\"finish\"") && self.data.contains("\"status\":\"requires_action\"")
     }
 
-    /// Pub/sub payload: `<seq> <at_ms> <json>`.
-    pub fn to_message(&self) -> String {
-        format!("{} {} {}", self.seq, self.at_ms, self.data)
+    /// One line of a batch: `<seq> <at_ms> <json>` (encoded JSON holds no raw newline).
+    fn write_line(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(out, "{} {} ", self.seq, self.at_ms);
+        out.push_str(&self.data);
     }
 
-    pub fn from_message(message: &str) -> Option<Self> {
-        let (seq, rest) = message.split_once(' ')?;
+    fn from_line(line: &str) -> Option<Self> {
+        let (seq, rest) = line.split_once(' ')?;
         let (at_ms, data) = rest.split_once(' ')?;
         Some(Self { seq: seq.parse().ok()?, at_ms: at_ms.parse().ok()?, data: data.to_owned() })
     }
+}
+
+/// A batch of events as one payload, a line each: the run's channel carries one message per
+/// batch and its log one entry per batch.
+pub fn encode_batch(events: &[Event]) -> String {
+    let mut out = String::with_capacity(events.iter().map(|e| e.data.len() + 24).sum());
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        event.write_line(&mut out);
+    }
+    out
+}
+
+/// The events of a batch payload, in order; a malformed line is skipped.
+pub fn decode_batch(payload: &str) -> impl Iterator<Item = Event> + '_ {
+    payload.split('\n').filter_map(Event::from_line)
 }
 
 /// A run's log as Postgres keeps it: `[{seq, at_ms, data}]`.
@@ -154,26 +175,20 @@ pub async fn keep(conn: &mut impl ConnectionLike, keys: &RunKeys) -> redis::Redi
     redis::cmd("PERSIST").arg(&keys.log).query_async(conn).await
 }
 
-/// Appends events to the log and, when `publish`, announces them live; one round trip.
+/// Appends events to the log as one entry and, when `publish`, announces them live as one
+/// message; one round trip.
 pub async fn append(
     conn: &mut impl ConnectionLike,
     keys: &RunKeys,
     events: &[Event],
     publish: bool,
 ) -> redis::RedisResult<()> {
+    let Some(last) = events.last() else { return Ok(()) };
+    let batch = encode_batch(events);
     let mut pipe = redis::pipe();
-    for event in events {
-        pipe.cmd("XADD")
-            .arg(&keys.log)
-            .arg(format!("0-{}", event.seq))
-            .arg("t")
-            .arg(event.at_ms)
-            .arg("d")
-            .arg(&event.data)
-            .ignore();
-        if publish {
-            pipe.cmd("PUBLISH").arg(&keys.channel).arg(event.to_message()).ignore();
-        }
+    pipe.cmd("XADD").arg(&keys.log).arg(format!("0-{}", last.seq)).arg(BATCH_FIELD).arg(&batch).ignore();
+    if publish {
+        pipe.cmd("PUBLISH").arg(&keys.channel).arg(&batch).ignore();
     }
     if events.iter().any(Event::is_terminal) {
         pipe.cmd("EXPIRE").arg(&keys.log).arg(LOG_TTL_SECS).ignore();
@@ -184,26 +199,30 @@ pub async fn append(
 /// Announces already-appended events live (used for the terminal event, which is published
 /// only after Postgres holds the final state).
 pub async fn publish(conn: &mut impl ConnectionLike, keys: &RunKeys, events: &[Event]) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
-    for event in events {
-        pipe.cmd("PUBLISH").arg(&keys.channel).arg(event.to_message()).ignore();
-    }
-    pipe.query_async(conn).await
+    redis::cmd("PUBLISH").arg(&keys.channel).arg(encode_batch(events)).exec_async(conn).await
 }
 
-/// Events with `seq > after`, in order, from the run's Redis log.
+/// The field of a log entry holding its batch.
+const BATCH_FIELD: &str = "b";
+
+/// Events with `seq > after`, in order, from the run's Redis log: the entries whose last event
+/// comes after `after`, less the events of the first one that the client already has.
 pub async fn replay(conn: &mut impl ConnectionLike, keys: &RunKeys, after: u64) -> redis::RedisResult<Vec<Event>> {
     let entries: Vec<(String, Vec<(String, String)>)> =
-        redis::cmd("XRANGE").arg(&keys.log).arg(format!("(0-{after}")).arg("+").query_async(conn).await?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(id, fields)| {
-            let seq = id.strip_prefix("0-")?.parse().ok()?;
-            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-            let at_ms = field("t").and_then(|t| t.parse().ok()).unwrap_or(0);
-            Some(Event { seq, at_ms, data: field("d")?.clone() })
-        })
-        .collect())
+        redis::cmd("XRANGE").arg(&keys.log).arg(format!("0-{}", after + 1)).arg("+").query_async(conn).await?;
+    Ok(entries.iter().flat_map(|(id, fields)| entry_events(id, fields)).filter(|e| e.seq > after).collect())
+}
+
+/// The events of one log entry: a batch, or (in logs written before batches) one event whose
+/// `seq` is the entry's id.
+fn entry_events(id: &str, fields: &[(String, String)]) -> Vec<Event> {
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if let Some(batch) = field(BATCH_FIELD) {
+        return decode_batch(batch).collect();
+    }
+    let seq = id.strip_prefix("0-").and_then(|s| s.parse().ok());
+    let at_ms = field("t").and_then(|t| t.parse().ok()).unwrap_or(0);
+    seq.zip(field("d")).map(|(seq, data)| Event { seq, at_ms, data: data.to_owned() }).into_iter().collect()
 }
 
 /// The last `seq` in the run's log (0 when empty): where a new attempt continues numbering.
@@ -244,8 +263,23 @@ mod tests {
     }
 
     #[test]
-    fn messages_round_trip() {
-        let event = Event::new(42, &Part::TextDelta { id: "t".into(), delta: "a b".into() });
-        assert_eq!(Event::from_message(&event.to_message()), Some(event));
+    fn batches_round_trip() {
+        let events = [
+            Event::new(41, &Part::TextDelta { id: "t".into(), delta: "a b\nc".into() }),
+            Event::new(42, &Part::TextEnd { id: "t".into() }),
+        ];
+        assert_eq!(decode_batch(&encode_batch(&events)).collect::<Vec<_>>(), events);
+    }
+
+    #[test]
+    fn log_entries_of_either_form_give_their_events() {
+        let event = Event::new(7, &Part::FinishStep);
+        let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let batch = fields(&[(BATCH_FIELD, &encode_batch(std::slice::from_ref(&event)))]);
+        assert_eq!(entry_events("0-7", &batch), std::slice::from_ref(&event));
+        let single = fields(&[("t", &event.at_ms.to_string()), ("d", &event.data)]);
+        assert_eq!(entry_events("0-7", &single), [event]);
     }
 }
