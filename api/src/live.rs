@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::AppState;
 
 /// Live events buffered per run channel before a slow receiver lags (and replays instead).
@@ -471,10 +471,7 @@ pub async fn logged(state: &AppState, workspace: WorkspaceId, run: RunId, after:
     if !replayed.is_empty() {
         return Ok(replayed);
     }
-    match runs::stored_events(&state.db, workspace, run).await? {
-        Some(stored) => serde_json::from_value(stored).map_err(|e| Error::Internal(e.into())),
-        None => Ok(Vec::new()),
-    }
+    Ok(runs::stored_events(&state.db, workspace, run).await?.unwrap_or_default())
 }
 
 /// Catches up from the run's log.

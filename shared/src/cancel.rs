@@ -48,5 +48,5 @@ pub async fn close_stream(db: &PgPool, broker: &Broker, run: RunId, parts: &[Par
     let closing: Vec<Event> = (last + 1..).zip(parts).map(|(seq, part)| Event::new(seq, part)).collect();
     events::append(&mut conn, &keys, &closing, true).await?;
     let log = events::replay(&mut conn, &keys, 0).await?;
-    runs::store_events(db, run, &events::log_json(&log)).await
+    runs::store_events(db, run, &log).await
 }

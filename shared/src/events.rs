@@ -143,11 +143,6 @@ pub fn decode_batch(payload: &str) -> impl Iterator<Item = Event> + '_ {
     payload.split('\n').filter_map(Event::from_line)
 }
 
-/// A run's log as Postgres keeps it: `[{seq, at_ms, data}]`.
-pub fn log_json(events: &[Event]) -> Value {
-    serde_json::to_value(events).expect("events always serialize")
-}
-
 /// How long a finished run's Redis log lingers for fast replay; Postgres keeps it after that.
 pub const LOG_TTL_SECS: i64 = 3600;
 

@@ -12,6 +12,7 @@ use runq_shared::admission;
 use runq_shared::chat::{ChatMessage, Usage};
 use runq_shared::db::runs::{self, Cancel, Claimed, Claims, Finish, Finishes, NewRun, RunStatus};
 use runq_shared::db::workspaces;
+use runq_shared::events::{Event, Part};
 use runq_shared::group::GroupCommit;
 use runq_shared::id::{RunId, WorkspaceId};
 use sqlx::PgPool;
@@ -329,6 +330,30 @@ async fn a_lease_renewal_skips_a_run_being_finished(db: PgPool) {
     assert!(!fixtures::lease_expired(&db, held).await, "renewed once it is no longer held");
 }
 
+/// A run's stored event log replays as it was written, and so does a log stored before the
+/// compact form (a jsonb array); another workspace reads nothing.
+#[sqlx::test(migrations = "../migrations")]
+async fn stored_event_logs_replay_in_either_form(db: PgPool) {
+    let acme = fixtures::tenant(&db, "acme", None).await;
+    let run = fixtures::queued(&db, &acme, "thr_logged").await;
+    let delta = Part::TextDelta { id: "txt_1".into(), delta: "two\nlines".into() };
+    let log = [Event::new(1, &Part::StartStep), Event::new(2, &delta), Event::new(3, &Part::Abort)];
+    runs::store_events(&db, run, &log).await.unwrap();
+    assert_eq!(runs::stored_events(&db, acme.workspace, run).await.unwrap().as_deref(), Some(&log[..]));
+
+    let older = fixtures::queued(&db, &acme, "thr_logged_before").await;
+    sqlx::query("update runs set events = $2 where id = $1")
+        .bind(older)
+        .bind(sqlx::types::Json(&log))
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(runs::stored_events(&db, acme.workspace, older).await.unwrap().as_deref(), Some(&log[..]));
+
+    let other = fixtures::tenant(&db, "other", None).await;
+    assert_eq!(runs::stored_events(&db, other.workspace, run).await.unwrap(), None);
+}
+
 /// A cancel ends a queued run on the spot (nobody can claim it afterwards), only marks a running
 /// one (its worker stops it), and does not reach another workspace's run.
 #[sqlx::test(migrations = "../migrations")]
@@ -494,7 +519,7 @@ mod fixtures {
             thread_messages: vec![ChatMessage::user("Hello"), ChatMessage::assistant(answer)],
             usage: Usage { input_tokens: 3, output_tokens: 2 },
             error: None,
-            events: json!([]),
+            events: Vec::new(),
             first_token_at: None,
             queue_wait_us: None,
         }

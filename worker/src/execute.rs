@@ -425,7 +425,7 @@ impl<'a> Execution<'a> {
         let terminal = Part::Finish { message_metadata: json!({"usage": usage, "status": RunStatus::RequiresAction}) };
         let terminal = self.emitter.append_terminal(&terminal).await?;
         self.emitter.keep().await?;
-        let log = events::log_json(&self.emitter.log().await?);
+        let log = self.emitter.log().await?;
         let (run, attempt) = (self.claimed.id, self.claimed.attempt);
         let ttl = self.ctx.approval_ttl;
         if !runs::pause(&self.ctx.db, run, attempt, &self.progress(), &log, &approvals, ttl).await? {
@@ -560,7 +560,7 @@ impl<'a> Execution<'a> {
             Outcome::HandBack | Outcome::Paused(_) => unreachable!("a handed-back or paused run does not finish here"),
         };
         let terminal = self.emitter.append_terminal(&terminal).await?;
-        let log = events::log_json(&self.emitter.log().await?);
+        let log = self.emitter.log().await?;
         let thread_messages =
             if status == RunStatus::Completed { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
         let finish = Finish {

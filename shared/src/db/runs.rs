@@ -31,6 +31,7 @@ use crate::db::approvals::NewApproval;
 use crate::db::operations::NewOperation;
 use crate::db::tools::ToolDef;
 use crate::domain::Page;
+use crate::events::{self, Event};
 use crate::group::Statement;
 use crate::id::{AgentId, ApprovalId, MessageId, OperationId, RunId, VersionId, WorkspaceId};
 use crate::{Error, Result};
@@ -381,15 +382,15 @@ pub struct Finish {
     pub thread_messages: Vec<ChatMessage>,
     pub usage: Usage,
     pub error: Option<Value>,
-    /// The run's whole event log, `[{seq, at_ms, data}]`.
-    pub events: Value,
+    /// The run's whole event log.
+    pub events: Vec<Event>,
     pub first_token_at: Option<DateTime<Utc>>,
     /// Microseconds between the job's push and the worker taking it.
     pub queue_wait_us: Option<i64>,
 }
 
 /// The finish statement over `ending`, one row per attempt that ends (`id, attempt, status, output,
-/// transcript, usage, error, events, first_token_at, queue_wait_us`, from the arrays `$1`–`$10`).
+/// transcript, usage, error, event_log, first_token_at, queue_wait_us`, from the arrays `$1`–`$10`).
 /// A group's rows are drawn from the arrays once (materialized: the join reads them per run) and
 /// its runs found by key, one by one. A lone finish reads the first elements instead: told it
 /// unnests a one-element array, Postgres prices a plan for each call below the plan it would keep,
@@ -402,7 +403,7 @@ macro_rules! finish_sql {
             ",
          done as (
              update runs set status = e.status, output = e.output, transcript = e.transcript, usage = e.usage,
-                    error = e.error, events = e.events, first_token_at = e.first_token_at,
+                    error = e.error, event_log = e.event_log, first_token_at = e.first_token_at,
                     queue_wait_us = e.queue_wait_us, finished_at = now(), lease_owner = null, lease_expires_at = null
              from ending e
              where runs.id = e.id and runs.attempt = e.attempt and runs.status || '' = 'running'
@@ -425,14 +426,14 @@ macro_rules! finish_sql {
 const FINISH_ONE: &str = finish_sql!(
     "(select ($1::uuid[])[1] as id, ($2::int[])[1] as attempt, ($3::text[])[1] as status, ($4::text[])[1] as output,
              ($5::jsonb[])[1] as transcript, ($6::jsonb[])[1] as usage, ($7::jsonb[])[1] as error,
-             ($8::jsonb[])[1] as events, ($9::timestamptz[])[1] as first_token_at,
+             ($8::text[])[1] as event_log, ($9::timestamptz[])[1] as first_token_at,
              ($10::bigint[])[1] as queue_wait_us)"
 );
 const FINISH_MANY: &str = finish_sql!(
     "materialized (
              select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
-                                  $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bigint[])
-                 as e(id, attempt, status, output, transcript, usage, error, events, first_token_at, queue_wait_us))"
+                                  $7::jsonb[], $8::text[], $9::timestamptz[], $10::bigint[])
+                 as e(id, attempt, status, output, transcript, usage, error, event_log, first_token_at, queue_wait_us))"
 );
 
 /// Records the end of `attempt` and appends the turn to the thread, in one statement. Returns
@@ -470,7 +471,7 @@ pub async fn finish_many<F: Borrow<Finish>>(
     let transcripts: Vec<Json<&Vec<ChatMessage>>> = finishes.iter().map(|f| Json(&f.transcript)).collect();
     let usages: Vec<Json<&Usage>> = finishes.iter().map(|f| Json(&f.usage)).collect();
     let errors: Vec<Option<Json<&Value>>> = finishes.iter().map(|f| f.error.as_ref().map(Json)).collect();
-    let events: Vec<Json<&Value>> = finishes.iter().map(|f| Json(&f.events)).collect();
+    let logs: Vec<String> = finishes.iter().map(|f| events::encode_batch(&f.events)).collect();
     let first_tokens: Vec<Option<DateTime<Utc>>> = finishes.iter().map(|f| f.first_token_at).collect();
     let waits: Vec<Option<i64>> = finishes.iter().map(|f| f.queue_wait_us).collect();
     // the turn's first message is known by its run's id from admission on (a session lists it
@@ -496,7 +497,7 @@ pub async fn finish_many<F: Borrow<Finish>>(
         .bind(&transcripts)
         .bind(&usages)
         .bind(&errors)
-        .bind(&events)
+        .bind(&logs)
         .bind(&first_tokens)
         .bind(&waits)
         .bind(&message_ids)
@@ -529,7 +530,7 @@ pub async fn pause(
     run: RunId,
     attempt: i32,
     progress: &Progress,
-    events: &Value,
+    events: &[Event],
     approvals: &[NewApproval],
     expires_in: Duration,
 ) -> Result<bool> {
@@ -541,7 +542,7 @@ pub async fn pause(
     let expires_ms = millis(expires_in);
     let row: Option<(RunId,)> = sqlx::query_as(
         "with paused as (
-             update runs set status = 'requires_action', progress = $3, events = $4, usage = $11,
+             update runs set status = 'requires_action', progress = $3, event_log = $4, usage = $11,
                     lease_owner = null, lease_expires_at = null
              where id = $1 and attempt = $2 and status = 'running'
              returning id, workspace_id),
@@ -558,7 +559,7 @@ pub async fn pause(
     .bind(run)
     .bind(attempt)
     .bind(Json(progress))
-    .bind(Json(events))
+    .bind(events::encode_batch(events))
     .bind(&ids)
     .bind(&calls)
     .bind(&names)
@@ -583,11 +584,24 @@ pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId, run: RunId) ->
     record.filter(|r| r.workspace_id == workspace).ok_or_else(run_not_found)
 }
 
-/// The stored event log of a finished run, `[{seq, at_ms, data}]`, when Redis no longer has it.
-pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Option<Value>> {
-    let row: Option<(WorkspaceId, Option<Json<Value>>)> =
-        sqlx::query_as("select workspace_id, events from runs where id = $1").bind(run).fetch_optional(db).await?;
-    Ok(row.filter(|(owner, _)| *owner == workspace).and_then(|(_, events)| events.map(|e| e.0)))
+/// The stored event log of a finished run, when Redis no longer has it.
+pub async fn stored_events(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<Option<Vec<Event>>> {
+    let row: Option<StoredLog> = sqlx::query_as("select workspace_id, event_log, events from runs where id = $1")
+        .bind(run)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.filter(|row| row.workspace_id == workspace).and_then(|row| match row.event_log {
+        Some(log) => Some(events::decode_batch(&log).collect()),
+        None => row.events.map(|events| events.0),
+    }))
+}
+
+/// A run's stored log: the compact form, or (runs stored before it) a jsonb array of events.
+#[derive(sqlx::FromRow)]
+struct StoredLog {
+    workspace_id: WorkspaceId,
+    event_log: Option<String>,
+    events: Option<Json<Vec<Event>>>,
 }
 
 /// Filters of `GET /v1/runs`.
@@ -764,8 +778,12 @@ pub async fn cancel(db: &PgPool, workspace: WorkspaceId, run: RunId) -> Result<C
 }
 
 /// Stores the event log of a run finished outside a worker (cancelled while queued).
-pub async fn store_events(db: &PgPool, run: RunId, events: &Value) -> Result<()> {
-    sqlx::query("update runs set events = $2 where id = $1").bind(run).bind(Json(events)).execute(db).await?;
+pub async fn store_events(db: &PgPool, run: RunId, events: &[Event]) -> Result<()> {
+    sqlx::query("update runs set event_log = $2 where id = $1")
+        .bind(run)
+        .bind(events::encode_batch(events))
+        .execute(db)
+        .await?;
     Ok(())
 }
 

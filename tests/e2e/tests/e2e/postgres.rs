@@ -268,7 +268,7 @@ async fn probe(cluster: &Cluster, run: &str, probing: &AtomicBool) -> Probed {
 /// all of them terminal; no idempotency key lacks what it was created for.
 async fn assert_nothing_half_written(cluster: &Cluster) {
     let runs: Vec<(String, String, Option<String>, bool, i64)> = sqlx::query_as(
-        "select r.id::text, r.status, r.output, r.events is not null,
+        "select r.id::text, r.status, r.output, r.event_log is not null,
                 (select count(*) from messages m where m.run_id = r.id and m.role = 'assistant')
          from runs r",
     )
