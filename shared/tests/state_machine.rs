@@ -16,6 +16,7 @@ use runq_shared::events::{Event, Part};
 use runq_shared::group::GroupCommit;
 use runq_shared::id::{RunId, WorkspaceId};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 
 use fixtures::Tenant;
 
@@ -330,6 +331,23 @@ async fn a_lease_renewal_skips_a_run_being_finished(db: PgPool) {
     assert!(!fixtures::lease_expired(&db, held).await, "renewed once it is no longer held");
 }
 
+/// A claim and a lease renewal rewrite only columns no index holds, so both are HOT updates:
+/// Postgres writes no index entry for them. (The end of a run, which leaves the index of live
+/// runs, is the one update of a run's life that does.)
+#[sqlx::test(migrations = "../migrations")]
+async fn claims_and_lease_renewals_are_hot_updates(db: PgPool) {
+    let acme = fixtures::tenant(&db, "acme", None).await;
+    let run = fixtures::queued(&db, &acme, "thr_hot").await;
+    // one session, so that its statistics can be flushed and read back
+    let one = PgPoolOptions::new().max_connections(1).connect_with((*db.connect_options()).clone()).await.unwrap();
+
+    let before = fixtures::updates_of_runs(&one).await;
+    assert!(claim(&one, &acme, run, "worker-a").await.is_some());
+    assert_eq!(runs::renew_leases(&one, "worker-a", &[run], LEASE).await.unwrap(), 1);
+    let after = fixtures::updates_of_runs(&one).await;
+    assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2), "(updates, HOT updates) of runs");
+}
+
 /// A run's stored event log replays as it was written, and so does a log stored before the
 /// compact form (a jsonb array); another workspace reads nothing.
 #[sqlx::test(migrations = "../migrations")]
@@ -523,6 +541,15 @@ mod fixtures {
             first_token_at: None,
             queue_wait_us: None,
         }
+    }
+
+    /// `(updates, HOT updates)` of `runs` so far, this session's included.
+    pub async fn updates_of_runs(db: &PgPool) -> (i64, i64) {
+        sqlx::query("select pg_stat_force_next_flush()").execute(db).await.unwrap();
+        sqlx::query_as("select n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where relid = 'runs'::regclass")
+            .fetch_one(db)
+            .await
+            .unwrap()
     }
 
     /// Makes `run`'s lease run out, as when its worker died.

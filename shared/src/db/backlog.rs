@@ -16,13 +16,13 @@ pub struct Backlog {
     pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
-/// Counts the workspace's active runs (the `runs_active` partial index holds only these).
+/// Counts the workspace's active runs (the `runs_live` partial index holds only live runs).
 pub async fn get(db: impl PgExecutor<'_>, workspace: WorkspaceId) -> Result<Backlog> {
     Ok(sqlx::query_as(
         "select count(*) filter (where status = 'queued') as queued,
                 count(*) filter (where status = 'running') as running,
                 min(created_at) filter (where status = 'queued') as oldest_queued_at
-         from runs where workspace_id = $1 and status in ('queued', 'running')",
+         from runs where workspace_id = $1 and finished_at is null and status in ('queued', 'running')",
     )
     .bind(workspace)
     .fetch_one(db)

@@ -8,12 +8,15 @@
 //! had, on every sync run (issue 11).
 //!
 //! For the same reason, a statement that names its runs by id (`id = any($1)`, or a join on the
-//! ids it was given) checks their state as `status || '' = '…'`. Written plainly, `status =
-//! 'running'` implies the predicate of the partial indexes on live runs (`runs_active`,
-//! `runs_thread_active`), and a planner without statistics may AND those indexes with the key: a
-//! finish of 32 runs then read every live-run entry the table ever had (76,000 at 100,000 runs,
-//! 5–18 ms), since nothing vacuumed the entries of runs that moved on. The expression is checked on
-//! the rows the key found and never looked up.
+//! ids it was given) checks only their `status`, never `finished_at is null`: that is the
+//! predicate of `runs_live`, the index of live runs, and a planner without statistics may AND
+//! that index with the key. A finish of 32 runs then read every live-run entry the table ever had
+//! (76,000 at 100,000 runs, 5–18 ms), since nothing vacuumed the entries of runs that moved on.
+//!
+//! A run is live (queued, running, or waiting for a person) exactly while it has no
+//! `finished_at` (a check constraint says so). Statements that look for live runs say
+//! `finished_at is null` to read `runs_live`, and none of them needs `status` in an index: the
+//! updates that change only a run's status, lease or progress (claims, renewals, pauses) are HOT.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -268,14 +271,15 @@ macro_rules! claim_sql {
                 deadline_at = coalesce(deadline_at, now() + timeout_ms * interval '1 millisecond')
          where ",
             $runs,
-            " and status || '' = 'queued'
+            " and status = 'queued'
            and not exists (
                select 1 from runs earlier
                where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
-                 and earlier.status in ('queued', 'running', 'requires_action')
+                 and earlier.finished_at is null
                  and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
            and ($4::int is null or (select count(*) from runs busy
-                                    where busy.workspace_id = runs.workspace_id and busy.status = 'running') < $4)
+                                    where busy.workspace_id = runs.workspace_id and busy.finished_at is null
+                                      and busy.status = 'running') < $4)
          returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at,
                    progress, end_user_id)
      select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
@@ -362,7 +366,8 @@ fn millis(duration: Duration) -> i64 {
 /// The oldest queued runs of a capped workspace, to start when one of its runs finishes.
 pub async fn next_in_workspace(db: &PgPool, workspace: WorkspaceId, limit: i64) -> Result<Vec<RunId>> {
     let rows: Vec<(RunId,)> = sqlx::query_as(
-        "select id from runs where workspace_id = $1 and status = 'queued' order by created_at, id limit $2",
+        "select id from runs where workspace_id = $1 and finished_at is null and status = 'queued'
+         order by created_at, id limit $2",
     )
     .bind(workspace)
     .bind(limit)
@@ -406,7 +411,7 @@ macro_rules! finish_sql {
                     error = e.error, event_log = e.event_log, first_token_at = e.first_token_at,
                     queue_wait_us = e.queue_wait_us, finished_at = now(), lease_owner = null, lease_expires_at = null
              from ending e
-             where runs.id = e.id and runs.attempt = e.attempt and runs.status || '' = 'running'
+             where runs.id = e.id and runs.attempt = e.attempt and runs.status = 'running'
              returning runs.id, runs.workspace_id, runs.thread_id),
          appended as (
              insert into messages (id, workspace_id, thread_id, run_id, role, content)
@@ -416,7 +421,7 @@ macro_rules! finish_sql {
          select done.id,
                 (select next.id from runs next
                  where next.workspace_id = done.workspace_id and next.thread_id = done.thread_id
-                   and next.status = 'queued'
+                   and next.finished_at is null and next.status = 'queued'
                  order by next.created_at, next.id limit 1)
          from done"
         )
@@ -660,7 +665,7 @@ pub async fn of_operation(db: &PgPool, operation: OperationId, page: Page) -> Re
 pub async fn renew_leases(db: &PgPool, owner: &str, runs: &[RunId], lease: Duration) -> Result<u64> {
     let done = sqlx::query(
         "update runs set lease_expires_at = now() + $3 * interval '1 millisecond'
-         where id in (select id from runs where id = any($2) and lease_owner = $1 and status || '' = 'running'
+         where id in (select id from runs where id = any($2) and lease_owner = $1 and status = 'running'
                       for update skip locked)",
     )
     .bind(owner)
@@ -685,8 +690,8 @@ pub struct Requeued {
 pub async fn requeue_expired(db: &PgPool, limit: i64) -> Result<Vec<Requeued>> {
     Ok(sqlx::query_as(
         "update runs set status = 'queued', lease_owner = null, lease_expires_at = null, enqueued_at = now()
-         where id in (select id from runs where status = 'running' and lease_expires_at < now()
-                        and attempt < max_attempts and cancel_requested_at is null
+         where id in (select id from runs where finished_at is null and status = 'running'
+                        and lease_expires_at < now() and attempt < max_attempts and cancel_requested_at is null
                       order by lease_expires_at limit $1 for update skip locked)
          returning id, workspace_id,
                    (select concurrency_limit from workspaces w where w.id = runs.workspace_id) as cap",
@@ -706,8 +711,8 @@ pub async fn end_lost(db: &PgPool, limit: i64) -> Result<Vec<Lost>> {
                     then jsonb_build_object('code', 'cancelled', 'message', 'the run was cancelled')
                     else jsonb_build_object('code', 'worker_lost',
                         'message', 'the run lost its worker on every allowed attempt') end
-         where id in (select id from runs where status = 'running' and lease_expires_at < now()
-                        and (attempt >= max_attempts or cancel_requested_at is not null)
+         where id in (select id from runs where finished_at is null and status = 'running'
+                        and lease_expires_at < now() and (attempt >= max_attempts or cancel_requested_at is not null)
                       order by lease_expires_at limit $1 for update skip locked)
          returning id, workspace_id, status, error",
     )
@@ -790,7 +795,8 @@ pub async fn store_events(db: &PgPool, run: RunId, events: &[Event]) -> Result<(
 /// Runs `owner` holds whose cancellation was asked for (the fallback when a signal was missed).
 pub async fn cancel_requested(db: &PgPool, owner: &str) -> Result<Vec<RunId>> {
     let rows: Vec<(RunId,)> = sqlx::query_as(
-        "select id from runs where lease_owner = $1 and status = 'running' and cancel_requested_at is not null",
+        "select id from runs where finished_at is null and status = 'running' and lease_owner = $1
+           and cancel_requested_at is not null",
     )
     .bind(owner)
     .fetch_all(db)
@@ -807,7 +813,7 @@ pub async fn discard(db: &PgPool, runs: &[RunId], operation: Option<OperationId>
         .bind(operation)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("delete from runs where id = any($1) and status || '' = 'queued'").bind(runs).execute(&mut *tx).await?;
+    sqlx::query("delete from runs where id = any($1) and status = 'queued'").bind(runs).execute(&mut *tx).await?;
     if let Some(operation) = operation {
         sqlx::query("delete from operations where id = $1").bind(operation).execute(&mut *tx).await?;
     }
@@ -820,7 +826,7 @@ pub async fn discard(db: &PgPool, runs: &[RunId], operation: Option<OperationId>
 pub async fn requeue_stale(db: &PgPool, after: Duration, limit: i64) -> Result<Vec<Requeued>> {
     Ok(sqlx::query_as(
         "update runs set enqueued_at = now()
-         where id in (select id from runs where status = 'queued'
+         where id in (select id from runs where finished_at is null and status = 'queued'
                         and enqueued_at < now() - $1 * interval '1 millisecond'
                       order by enqueued_at limit $2 for update skip locked)
          returning id, workspace_id,

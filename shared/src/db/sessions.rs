@@ -45,7 +45,7 @@ macro_rules! select {
         "select t.id, t.agent_id, t.title, t.created_at, t.updated_at,
                 case when exists (select 1 from runs r
                                   where r.workspace_id = t.workspace_id and r.thread_id = t.id
-                                    and r.status in ('queued', 'running', 'requires_action'))
+                                    and r.finished_at is null)
                      then 'running' else 'pending' end as status
          from threads t "
     };
@@ -60,7 +60,7 @@ macro_rules! turns {
              where m.workspace_id = $1 and m.thread_id = $2
              union all
              select r.id, r.id, r.input -> 0, r.created_at from runs r
-             where r.workspace_id = $1 and r.thread_id = $2 and r.status in ('queued', 'running', 'requires_action')
+             where r.workspace_id = $1 and r.thread_id = $2 and r.finished_at is null
                and jsonb_array_length(r.input) > 0),
          turns as (
              select id, run_id, content ->> 'role' as role, content ->> 'content' as text, created_at,

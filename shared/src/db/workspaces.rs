@@ -85,7 +85,7 @@ pub async fn run_counts(db: &PgPool, id: WorkspaceId) -> Result<RunCounts> {
     Ok(sqlx::query_as(
         "select count(*) filter (where status = 'running') as running,
                 count(*) filter (where status = 'queued') as queued
-         from runs where workspace_id = $1 and status in ('running', 'queued')",
+         from runs where workspace_id = $1 and finished_at is null and status in ('running', 'queued')",
     )
     .bind(id)
     .fetch_one(db)
