@@ -17,6 +17,7 @@
 //! - [`live`] — the pub/sub fan-out and the SSE pump (replay, then live).
 //! - [`request`] — run request bodies and their conversion into run inputs.
 //! - [`submit`] — recording a run request and delivering its answer (stream, sync, operation).
+//! - [`serve`] — the HTTP/1.1 server loop, with graceful shutdown.
 //! - [`error`] — [`error::Error`], the one error type of this boundary, and the envelope.
 //! - [`routes`] — one module per resource, each with its own `router()`; the OpenAPI document is
 //!   generated from them.
@@ -25,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use runq_shared::broker::Broker;
 use runq_shared::crypto::ApiKey;
 use runq_shared::db;
@@ -43,6 +43,7 @@ pub mod outbound;
 pub mod ratelimit;
 pub mod request;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod submit;
 pub mod targets;
@@ -82,20 +83,13 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then closes open event streams (their clients
     /// reconnect to another replica with `Last-Event-ID`) and drains the other requests.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
         let streams = self.streams;
-        // event frames are small writes: without NODELAY, Nagle's algorithm holds them back
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.router.into_make_service())
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                streams.cancel();
-            })
-            .await
+        serve::serve(self.listener, self.router, async move {
+            shutdown.cancelled().await;
+            streams.cancel();
+        })
+        .await;
     }
 }
 

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let app = Application::build(cli.config).await?;
             tracing::info!(addr = %app.local_addr()?, version = runq_shared::VERSION, "listening");
-            app.run_until_stopped(shutdown::on_signal()).await?;
+            app.run_until_stopped(shutdown::on_signal()).await;
         }
         Command::Bootstrap { workspace } => {
             let created = runq_api::bootstrap(&cli.config, &workspace).await?;

@@ -113,7 +113,10 @@ impl Env {
         let config: ApiConfig = settings("runq-api", &self.vars());
         let app = build(runq_api::Application::build(config)).await.expect("build the API");
         let addr = app.local_addr().expect("the API's address");
-        let api = InProcess::run(|shutdown| async move { app.run_until_stopped(shutdown).await.map_err(Into::into) });
+        let api = InProcess::run(|shutdown| async move {
+            app.run_until_stopped(shutdown).await;
+            Ok(())
+        });
         (Service::InProcess(api), addr)
     }
 
