@@ -26,15 +26,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::Result;
 use crate::state::AppState;
 
-/// Live events buffered per run channel before a slow receiver lags (and replays instead).
-const CHANNEL_CAPACITY: usize = 16;
+/// Live batches buffered per run channel before a slow receiver lags (and replays instead). A
+/// short answer arrives in about four.
+const CHANNEL_CAPACITY: usize = 8;
 /// Silence after which a stream re-reads the log, in case a notification was lost.
 const IDLE_RESYNC: Duration = Duration::from_secs(15);
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum Live {
-    Event(Arc<Event>),
+    /// A batch of the run's events, in order: one message of the worker's.
+    Batch(Arc<[Event]>),
     /// The pub/sub connection was re-established: messages may have been missed.
     Resync,
 }
@@ -164,10 +166,11 @@ async fn run(
                         break;
                     };
                     let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else { continue };
-                    if let Some(channel) = lock(&channels).get(message.get_channel_name()) {
-                        for event in events::decode_batch(payload) {
-                            let _ = channel.tx.send(Live::Event(Arc::new(event)));
-                        }
+                    let batch: Arc<[Event]> = events::decode_batch(payload).collect();
+                    if let Some(channel) = lock(&channels).get(message.get_channel_name())
+                        && !batch.is_empty()
+                    {
+                        let _ = channel.tx.send(Live::Batch(batch));
                     }
                 }
                 command = commands.recv() => match command {
@@ -483,9 +486,12 @@ async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Re
     Ok(deliver(tx, &mut stream.framing, last, logged).await.ok())
 }
 
+/// Stays small while it waits, which is most of a stream's life: the reads of the log and the
+/// cancel (Postgres and Redis calls, several KiB of future state) are boxed, allocated only
+/// while they run.
 async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
     let mut last = stream.after;
-    if catch_up(&mut stream, tx, &mut last).await? != Some(false) {
+    if Box::pin(catch_up(&mut stream, tx, &mut last)).await? != Some(false) {
         return Ok(());
     }
     loop {
@@ -496,18 +502,20 @@ async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
             _ = tx.closed() => {
                 if stream.cancel_on_disconnect {
                     let state = &stream.state;
-                    runq_shared::cancel::request(&state.db, &state.broker, stream.workspace, stream.run).await?;
+                    Box::pin(runq_shared::cancel::request(&state.db, &state.broker, stream.workspace, stream.run))
+                        .await?;
                 }
                 return Ok(());
             }
         };
         let outcome = match live {
-            Some(Live::Event(event)) if event.seq == last + 1 => {
-                deliver(tx, &mut stream.framing, &mut last, [(*event).clone()]).await.ok()
+            Some(Live::Batch(batch)) if batch[0].seq <= last + 1 && batch[batch.len() - 1].seq > last => {
+                let fresh = batch.partition_point(|e| e.seq <= last);
+                deliver(tx, &mut stream.framing, &mut last, batch[fresh..].iter().cloned()).await.ok()
             }
-            Some(Live::Event(event)) if event.seq <= last => Some(false),
+            Some(Live::Batch(batch)) if batch[batch.len() - 1].seq <= last => Some(false),
             // a gap, a lag, a reconnect or a long silence: read the log
-            _ => catch_up(&mut stream, tx, &mut last).await?,
+            _ => Box::pin(catch_up(&mut stream, tx, &mut last)).await?,
         };
         if outcome != Some(false) {
             return Ok(());
@@ -529,8 +537,8 @@ pub async fn wait_terminal(
     loop {
         tokio::select! {
             live = subscription.recv() => match live {
-                Live::Event(event) if event.is_terminal() => return true,
-                Live::Event(_) => {}
+                Live::Batch(batch) if batch.iter().any(Event::is_terminal) => return true,
+                Live::Batch(_) => {}
                 Live::Resync => if finished().await { return true },
             },
             _ = tokio::time::sleep(IDLE_RESYNC) => if finished().await { return true },
