@@ -46,7 +46,7 @@ pub async fn close_stream(db: &PgPool, broker: &Broker, run: RunId, parts: &[Par
     let mut conn = broker.conn.clone();
     let last = events::last_seq(&mut conn, &keys).await?;
     let closing: Vec<Event> = (last + 1..).zip(parts).map(|(seq, part)| Event::new(seq, part)).collect();
-    events::append(&mut conn, &keys, &closing, true).await?;
+    events::append(&mut conn, &keys, &closing, &[]).await?;
     let log = events::replay(&mut conn, &keys, 0).await?;
     runs::store_events(db, run, &log).await
 }

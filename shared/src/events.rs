@@ -170,25 +170,35 @@ pub async fn keep(conn: &mut impl ConnectionLike, keys: &RunKeys) -> redis::Redi
     redis::cmd("PERSIST").arg(&keys.log).query_async(conn).await
 }
 
-/// Appends events to the log as one entry and, when `publish`, announces them live as one
-/// message; one round trip.
+/// Appends `live` to the log and announces it, then appends `held` without announcing it (it is
+/// announced later with [`publish`]); each non-empty slice is one log entry, and all of it one
+/// round trip.
 pub async fn append(
     conn: &mut impl ConnectionLike,
     keys: &RunKeys,
-    events: &[Event],
-    publish: bool,
+    live: &[Event],
+    held: &[Event],
 ) -> redis::RedisResult<()> {
-    let Some(last) = events.last() else { return Ok(()) };
-    let batch = encode_batch(events);
-    let mut pipe = redis::pipe();
-    pipe.cmd("XADD").arg(&keys.log).arg(format!("0-{}", last.seq)).arg(BATCH_FIELD).arg(&batch).ignore();
-    if publish {
-        pipe.cmd("PUBLISH").arg(&keys.channel).arg(&batch).ignore();
+    if live.is_empty() && held.is_empty() {
+        return Ok(());
     }
-    if events.iter().any(Event::is_terminal) {
+    let mut pipe = redis::pipe();
+    if let Some(batch) = add_entry(&mut pipe, keys, live) {
+        pipe.cmd("PUBLISH").arg(&keys.channel).arg(batch).ignore();
+    }
+    add_entry(&mut pipe, keys, held);
+    if live.iter().chain(held).any(Event::is_terminal) {
         pipe.cmd("EXPIRE").arg(&keys.log).arg(LOG_TTL_SECS).ignore();
     }
     pipe.query_async(conn).await
+}
+
+/// Adds the XADD of `events` as one entry to `pipe`; returns the batch (`None` when empty).
+fn add_entry(pipe: &mut redis::Pipeline, keys: &RunKeys, events: &[Event]) -> Option<String> {
+    let last = events.last()?;
+    let batch = encode_batch(events);
+    pipe.cmd("XADD").arg(&keys.log).arg(format!("0-{}", last.seq)).arg(BATCH_FIELD).arg(&batch).ignore();
+    Some(batch)
 }
 
 /// Announces already-appended events live (used for the terminal event, which is published

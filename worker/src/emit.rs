@@ -31,20 +31,22 @@ impl Emitter {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        events::append(&mut self.conn, &self.keys, &batch, true).await?;
+        events::append(&mut self.conn, &self.keys, &batch, &[]).await?;
         self.written.extend(batch);
         Ok(())
     }
 
-    /// Appends the terminal event without announcing it: it is published by [`Emitter::announce`]
-    /// once Postgres holds the final state, so a client that sees it can read the result.
+    /// Flushes what is pending and appends the terminal event, in one round trip, without
+    /// announcing the terminal event: it is published by [`Emitter::announce`] once Postgres holds
+    /// the final state, so a client that sees it can read the result.
     pub async fn append_terminal(&mut self, part: &Part) -> redis::RedisResult<Event> {
-        self.flush().await?;
         self.seq += 1;
-        let event = Event::new(self.seq, part);
-        events::append(&mut self.conn, &self.keys, std::slice::from_ref(&event), false).await?;
-        self.written.push(event.clone());
-        Ok(event)
+        let terminal = Event::new(self.seq, part);
+        let pending = std::mem::take(&mut self.pending);
+        events::append(&mut self.conn, &self.keys, &pending, std::slice::from_ref(&terminal)).await?;
+        self.written.extend(pending);
+        self.written.push(terminal.clone());
+        Ok(terminal)
     }
 
     /// Keeps the log past a pause's `finish`: the run continues it when it resumes.
