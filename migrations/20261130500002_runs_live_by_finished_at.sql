@@ -17,10 +17,12 @@ update runs set finished_at = null
 alter table runs add constraint runs_live_unfinished
     check ((finished_at is null) = (status in ('queued', 'running', 'requires_action')));
 
--- by workspace and thread, as `runs_thread_active` was: the claim's "has an earlier run of this
--- thread not finished yet?", a finishing run's "which run of my thread waits next?", a
--- workspace's live counts; the reconciler reads all of it (live runs only, however long the history)
-create index runs_live on runs (workspace_id, thread_id, created_at) where finished_at is null;
+-- by workspace and thread, in run order: the claim's "has an earlier run of this thread not
+-- finished yet?" and a finishing run's "which run of my thread waits next?" are each one range of
+-- it, in the order they ask for (`(created_at, id)`), so a planner without statistics has no
+-- cheaper-looking index to walk instead; a workspace's live counts; the reconciler reads all of
+-- it (live runs only, however long the history)
+create index runs_live on runs (workspace_id, thread_id, created_at, id) where finished_at is null;
 drop index runs_active;
 drop index runs_thread_active;
 

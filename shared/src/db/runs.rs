@@ -262,6 +262,13 @@ pub struct Progress {
 /// run as a scalar: with a one-element array, a table without statistics (grown from empty,
 /// autovacuum off) was read whole on each claim in the bench's growth scenario (40–50 ms of
 /// Postgres CPU per run at 100,000 finished runs), which the scalar form never is.
+///
+/// "Does an earlier run of the thread still live?" is a scalar subquery (`limit 1`), not `not
+/// exists`: Postgres turns `not exists` into an anti-join, and a plan made while the table was
+/// small walked every live run (or, for a group, the workspace's whole history through
+/// `runs_workspace_created`) and filtered by thread, 6.9 ms per lone claim behind the bench's
+/// sustained backlog (pg_stat_statements). The subquery is run per claimed run with its
+/// workspace, thread and position bound, one range of `runs_live`.
 macro_rules! claim_sql {
     ($runs:literal) => {
         concat!(
@@ -272,11 +279,11 @@ macro_rules! claim_sql {
          where ",
             $runs,
             " and status = 'queued'
-           and not exists (
-               select 1 from runs earlier
-               where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
-                 and earlier.finished_at is null
-                 and (earlier.created_at, earlier.id) < (runs.created_at, runs.id))
+           and (select true from runs earlier
+                where earlier.workspace_id = runs.workspace_id and earlier.thread_id = runs.thread_id
+                  and earlier.finished_at is null
+                  and (earlier.created_at, earlier.id) < (runs.created_at, runs.id)
+                limit 1) is null
            and ($4::int is null or (select count(*) from runs busy
                                     where busy.workspace_id = runs.workspace_id and busy.finished_at is null
                                       and busy.status = 'running') < $4)
