@@ -35,7 +35,7 @@ const IDLE_RESYNC: Duration = Duration::from_secs(15);
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum Live {
-    /// A batch of the run's events, in order: one message of the worker's.
+    /// A batch of the run's events, in order and never empty: one message of the worker's.
     Batch(Arc<[Event]>),
     /// The pub/sub connection was re-established: messages may have been missed.
     Resync,
@@ -486,9 +486,8 @@ async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Re
     Ok(deliver(tx, &mut stream.framing, last, logged).await.ok())
 }
 
-/// Stays small while it waits, which is most of a stream's life: the reads of the log and the
-/// cancel (Postgres and Redis calls, several KiB of future state) are boxed, allocated only
-/// while they run.
+/// The reads of the log and the cancel (Postgres and Redis calls) are boxed: the state the
+/// pump waits in, which is most of a stream's life, does not reserve their room.
 async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
     let mut last = stream.after;
     if Box::pin(catch_up(&mut stream, tx, &mut last)).await? != Some(false) {

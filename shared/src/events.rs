@@ -4,7 +4,7 @@
 //! writes events in batches: each batch is one entry of the run's Redis stream, whose id is
 //! `0-<seq of its last event>` (so replay after `n` is one `XRANGE` from `0-<n + 1>`), and one
 //! message on the run's channel for live delivery. A finished run's log is also written to
-//! Postgres, so it replays after Redis forgot it.
+//! Postgres, as one batch of the same form, so it replays after Redis forgot it.
 
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
