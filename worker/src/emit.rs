@@ -24,16 +24,9 @@ impl Emitter {
         self.pending.push(Event::new(self.seq, part));
     }
 
-    /// Appends and publishes what is pending. The batch is taken first, so a flush cut short
-    /// (the run was cancelled mid-write) never sends the same `seq` twice.
+    /// Appends and publishes what is pending.
     pub async fn flush(&mut self) -> redis::RedisResult<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.pending);
-        events::append(&mut self.conn, &self.keys, &batch, &[]).await?;
-        self.written.extend(batch);
-        Ok(())
+        self.write(&[]).await
     }
 
     /// Flushes what is pending and appends the terminal event, in one round trip, without
@@ -42,11 +35,19 @@ impl Emitter {
     pub async fn append_terminal(&mut self, part: &Part) -> redis::RedisResult<Event> {
         self.seq += 1;
         let terminal = Event::new(self.seq, part);
-        let pending = std::mem::take(&mut self.pending);
-        events::append(&mut self.conn, &self.keys, &pending, std::slice::from_ref(&terminal)).await?;
-        self.written.extend(pending);
-        self.written.push(terminal.clone());
+        self.write(std::slice::from_ref(&terminal)).await?;
         Ok(terminal)
+    }
+
+    /// Appends and publishes what is pending, then appends `held` unannounced, in one round
+    /// trip. The pending batch is taken first, so a write cut short (the run was cancelled
+    /// mid-write) never sends the same `seq` twice.
+    async fn write(&mut self, held: &[Event]) -> redis::RedisResult<()> {
+        let pending = std::mem::take(&mut self.pending);
+        events::append(&mut self.conn, &self.keys, &pending, held).await?;
+        self.written.extend(pending);
+        self.written.extend_from_slice(held);
+        Ok(())
     }
 
     /// Keeps the log past a pause's `finish`: the run continues it when it resumes.
