@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::crypto::ApiKey;
+use crate::db::backlog;
 use crate::domain::{Plan, Scope};
 use crate::error::ResultExt;
 use crate::id::{KeyId, WorkspaceId};
@@ -34,7 +35,7 @@ pub struct WorkspacePatch {
 }
 
 /// Runs of a workspace that are not finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RunCounts {
     pub running: i64,
     pub queued: i64,
@@ -80,16 +81,10 @@ pub async fn update(db: &PgPool, id: WorkspaceId, patch: &WorkspacePatch) -> Res
     .ok_or(Error::workspace_not_found())
 }
 
-/// How many of the workspace's runs are running and queued now.
+/// How many of the workspace's runs are running and queued now (from its [`backlog`]).
 pub async fn run_counts(db: &PgPool, id: WorkspaceId) -> Result<RunCounts> {
-    Ok(sqlx::query_as(
-        "select count(*) filter (where status = 'running') as running,
-                count(*) filter (where status = 'queued') as queued
-         from runs where workspace_id = $1 and finished_at is null and status in ('running', 'queued')",
-    )
-    .bind(id)
-    .fetch_one(db)
-    .await?)
+    let backlog = backlog::get(db, id).await?;
+    Ok(RunCounts { running: backlog.running, queued: backlog.queued })
 }
 
 /// Makes sure workspace `name` exists and holds `key` as the operator's key (scopes `admin`,
