@@ -5,6 +5,12 @@ use runq_api::Application;
 use runq_api::config::ApiConfig;
 use runq_shared::{shutdown, telemetry};
 
+/// jemalloc: cheaper than glibc's malloc for the many small, short-lived buffers of a run
+/// (events, frames, statements), moved between threads (bench: 0.12 → 0.10 ms of API and 0.20 →
+/// 0.17 ms of worker CPU per run).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "runq-api", version, about = "The runq HTTP API")]
 struct Cli {
