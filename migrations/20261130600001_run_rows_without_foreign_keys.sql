@@ -5,11 +5,13 @@
 -- the bench's sustained scenario (perf: `AfterTriggerEndQuery` → `SPI_execute_snapshot`).
 --
 -- What the keys guarded is kept by the statements that write these rows: a run's agent and
--- version come from the resolved agent of its own request, and its thread (created `on conflict do
--- nothing`) and operation are written by the same statement as the run; messages are written by
--- the statement that finishes their run, joined to the run it updated. Nothing deletes a parent:
--- workspaces, threads and versions are never deleted, agents are archived, and the only deleted
--- operation is that of a refused request, after its runs (`runs::discard`).
+-- version come from the resolved agent of its own request, and its operation is written by the
+-- same statement as the run; messages are written by the statement that finishes their run,
+-- joined to the run it updated. A run no longer writes a row for its thread: a thread that a run
+-- started exists through its runs (`threads::get`), so neither a run nor a message can name a
+-- thread row. Nothing deletes a parent: workspaces, threads and versions are never deleted, agents
+-- are archived, and the only deleted operation is that of a refused request, after its runs
+-- (`runs::discard`).
 alter table runs
     drop constraint runs_workspace_id_fkey,
     drop constraint runs_agent_id_fkey,

@@ -138,8 +138,9 @@ pub struct NewRun {
     pub end_user_id: Option<String>,
 }
 
-/// Inserts runs (of any workspaces), creating the threads they name, and the operation that
-/// collects them if any, in one statement (a 10,000-item batch is one round trip).
+/// Inserts runs (of any workspaces) and the operation that collects them if any, in one statement
+/// (a 10,000-item batch is one round trip). The threads they name need no row: a thread started
+/// by a run exists through its runs (see [`crate::db::threads`]).
 pub async fn insert_many<R: Borrow<NewRun>>(
     db: impl PgExecutor<'_>,
     operation: Option<&NewOperation>,
@@ -185,11 +186,7 @@ pub async fn insert_admissions<R: Borrow<NewRun>>(
     sqlx::query(
         "with new_operations as (
              insert into operations (id, workspace_id, kind, total)
-             select * from unnest($16::uuid[], $17::uuid[], $18::text[], $19::int[])),
-         new_threads as (
-             insert into threads (workspace_id, id)
-             select distinct w, t from unnest($1::uuid[], $6::text[]) as x(w, t)
-             on conflict do nothing)
+             select * from unnest($16::uuid[], $17::uuid[], $18::text[], $19::int[]))
          insert into runs (id, workspace_id, agent_id, version_id, operation_id, thread_id, item_index,
                            prelude, input, parameters, metadata, cancel_on_disconnect, timeout_ms, webhook_url,
                            end_user_id)

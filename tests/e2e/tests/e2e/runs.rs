@@ -236,6 +236,30 @@ async fn a_thread_continues_with_its_earlier_messages() {
 }
 
 #[tokio::test]
+async fn a_thread_a_run_started_reads_as_a_thread_and_its_id_is_taken() {
+    let stack = Stack::start().await;
+    stack.agent("bot", "openai", json!({})).await;
+    let (_, generated) = stack.run(json!({"agent_id": "bot", "prompt": "hello"})).await;
+    let (_, named) = stack.run(json!({"agent_id": "bot", "prompt": "hello", "thread_id": "thr_named_by_run"})).await;
+    for run in [&generated, &named] {
+        let thread = run["thread_id"].as_str().unwrap();
+        let (status, read) = stack.app.call(Method::GET, &format!("/v1/threads/{thread}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+        assert_eq!(read["id"], thread);
+        assert_eq!(read["created_at"], run["created_at"], "a run's thread starts with its first run");
+        assert_eq!(read["metadata"], json!({}));
+        let (status, again) = stack.app.call(Method::POST, "/v1/threads", Some(json!({"thread_id": thread}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{again}");
+        assert_envelope(&again, "thread_exists");
+    }
+    let (status, missing) = stack.app.call(Method::GET, "/v1/threads/thr_never_used", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let (status, created) =
+        stack.app.call(Method::POST, "/v1/threads", Some(json!({"thread_id": "thr_never_used"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+}
+
+#[tokio::test]
 async fn runs_of_one_thread_never_interleave() {
     let stack = Stack::start().await;
     stack.agent("bot", "openai", json!({})).await;
@@ -530,7 +554,7 @@ async fn concurrent_admissions_of_several_workspaces_are_each_recorded_once() {
         assert_eq!(run["output"], format!("Echo: run {i}"), "each caller gets its own run");
     }
     let (runs, threads): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from runs), (select count(*) from threads where id like 'thr_group_%')",
+        "select count(*), count(distinct (workspace_id, thread_id)) from runs where thread_id like 'thr_group_%'",
     )
     .fetch_one(&stack.app.db)
     .await
