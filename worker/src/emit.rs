@@ -41,10 +41,11 @@ impl Emitter {
 
     /// Appends and publishes what is pending, then appends `held` unannounced, in one round
     /// trip. The pending batch is taken first, so a write cut short (the run was cancelled
-    /// mid-write) never sends the same `seq` twice.
+    /// mid-write) never sends the same `seq` twice. The Redis round trip is boxed, so that a
+    /// run's future does not keep room for it while it waits on its provider.
     async fn write(&mut self, held: &[Event]) -> redis::RedisResult<()> {
         let pending = std::mem::take(&mut self.pending);
-        events::append(&mut self.conn, &self.keys, &pending, held).await?;
+        Box::pin(events::append(&mut self.conn, &self.keys, &pending, held)).await?;
         self.written.extend(pending);
         self.written.extend_from_slice(held);
         Ok(())

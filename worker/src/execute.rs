@@ -101,11 +101,8 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
         metrics::histogram!(m::QUEUE_WAIT).record(queue_wait_us.max(0) as f64 / 1e6);
         let _in_flight = m::GaugeGuard::new(m::RUNS_IN_FLIGHT);
         let (run, attempt) = (claimed.id, claimed.attempt);
-        let result = match Execution::start(&ctx, claimed, job.cap, queue_wait_us).await {
-            Ok(mut execution) => {
-                execution.request_id.clone_from(&job.request_id);
-                execution.run().await
-            }
+        let result = match Execution::start(&ctx, claimed, &job, queue_wait_us).await {
+            Ok(execution) => execution.run().await,
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -170,7 +167,7 @@ enum Outcome {
 }
 
 impl<'a> Execution<'a> {
-    async fn start(ctx: &'a Ctx, claimed: Claimed, cap: Option<i32>, queue_wait_us: i64) -> anyhow::Result<Self> {
+    async fn start(ctx: &'a Ctx, claimed: Claimed, job: &Job, queue_wait_us: i64) -> anyhow::Result<Self> {
         let keys = RunKeys::new(ctx.broker.prefix(), claimed.id);
         let mut conn = ctx.broker.conn.clone();
         let last_seq = if claimed.attempt > 1 { events::last_seq(&mut conn, &keys).await? } else { 0 };
@@ -186,7 +183,7 @@ impl<'a> Execution<'a> {
             emitter: Emitter::new(conn, keys, last_seq),
             claimed,
             queue_wait_us,
-            cap,
+            cap: job.cap,
             messages,
             turn_start,
             progress_start,
@@ -194,7 +191,7 @@ impl<'a> Execution<'a> {
             first_token_at: None,
             text_parts: 0,
             started: Instant::now(),
-            request_id: None,
+            request_id: job.request_id.clone(),
         })
     }
 
@@ -224,10 +221,12 @@ impl<'a> Execution<'a> {
                 _ = tokio::time::sleep(remaining) => Outcome::TimedOut,
             }
         };
+        // the ends are boxed: each lives for a moment, and inline they would make every run's
+        // future as large as the largest of them for its whole life
         match outcome {
-            Outcome::HandBack => self.hand_back().await,
-            Outcome::Paused(approvals) => self.pause(approvals).await,
-            outcome => self.finish(outcome).await,
+            Outcome::HandBack => Box::pin(self.hand_back()).await,
+            Outcome::Paused(approvals) => Box::pin(self.pause(approvals)).await,
+            outcome => Box::pin(self.finish(outcome)).await,
         }
     }
 
@@ -475,8 +474,9 @@ impl<'a> Execution<'a> {
         provider: &Provider,
         request: &ChatRequest,
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
-        // the step's opening events go out while the provider request is on its way
-        let (flushed, stream) = tokio::join!(self.emitter.flush(), provider.stream(request));
+        // the step's opening events go out while the provider request is on its way (boxed: it
+        // lives until the response starts, while the run lasts as long as the response)
+        let (flushed, stream) = tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request)));
         flushed?;
         let stream = match stream {
             Ok(s) => s,
