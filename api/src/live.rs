@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use runq_shared::id::{RunId, WorkspaceId};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::Result;
 use crate::state::AppState;
@@ -369,7 +369,7 @@ impl SessionFraming {
 /// The SSE response for a run: replay, then live, then `[DONE]`; `: ping` every 15 s.
 pub fn sse(stream: RunStream) -> Response {
     let pings = stream.framing.pings();
-    respond(pings, |tx| async move { pump(stream, &tx).await })
+    respond(pings, std::future::ready(Ok(Some(stream))))
 }
 
 /// A session's events (reference `002_…`): the run `run`, else the session's latest, else the
@@ -381,7 +381,7 @@ pub fn session_sse(
     run: Option<RunId>,
     after: u64,
 ) -> Response {
-    respond(true, move |tx| async move {
+    respond(true, async move {
         let run = match run {
             Some(run) => run,
             None => loop {
@@ -390,8 +390,7 @@ pub fn session_sse(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(SESSION_POLL) => {}
-                    _ = tx.closed() => return Ok(()),
-                    _ = state.shutdown.cancelled() => return Ok(()),
+                    _ = state.shutdown.cancelled() => return Ok(None),
                 }
             },
         };
@@ -399,36 +398,49 @@ pub fn session_sse(
         let subscription = state.hub.subscribe(keys.channel.clone()).await;
         let framing =
             Framing::Session(SessionFraming { session, run, message: None, step: 0, step_called_tools: false });
-        let stream =
-            RunStream { state, workspace, run, keys, subscription, after, cancel_on_disconnect: false, framing };
-        pump(stream, &tx).await
+        Ok(Some(RunStream { state, workspace, run, keys, subscription, after, cancel_on_disconnect: false, framing }))
     })
 }
 
 /// How often a session's event stream looks for its first run.
 const SESSION_POLL: Duration = Duration::from_millis(200);
 
-/// Streams what `produce` sends, with keep-alive pings if asked; a failure ends the stream with
-/// an error.
-fn respond<F, Fut>(pings: bool, produce: F) -> Response
+/// Streams the frames of the run `source` finds (none if it finds none), with keep-alive pings
+/// if asked; a failure ends the stream with an error event.
+///
+/// The stream is the response body itself, polled by the connection's task: no task and no
+/// channel of its own per open stream. `source` is boxed: it is done with before the first frame.
+fn respond<F>(pings: bool, source: F) -> Response
 where
-    F: FnOnce(Tx) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    F: Future<Output = anyhow::Result<Option<RunStream>>> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(16);
-    let fut = produce(tx.clone());
-    tokio::spawn(async move {
-        // the stream is open until its pump ends: the run ended, the client left, or shutdown
+    let frames = async_stream::stream! {
+        // the stream is open until it ends: the run ended, the client left, or shutdown
         let _open = runq_shared::metrics::GaugeGuard::new(runq_shared::metrics::SSE_STREAMS_OPEN);
-        if let Err(e) = fut.await {
-            tracing::warn!(error = %e, "event stream ended early");
-            let _ = tx
-                .send(Ok(SseEvent::default()
-                    .data(r#"{"type":"error","errorText":"stream interrupted; reconnect with Last-Event-ID"}"#)))
-                .await;
+        let mut pump = match Box::pin(source).await {
+            Ok(Some(stream)) => Pump { last: stream.after, stream, caught_up: false, over: false },
+            Ok(None) => return,
+            Err(e) => {
+                yield Ok::<_, Infallible>(interrupted(&e));
+                return;
+            }
+        };
+        loop {
+            match pump.next().await {
+                Ok(Some(frames)) => {
+                    for frame in frames {
+                        yield Ok(frame);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    yield Ok(interrupted(&e));
+                    break;
+                }
+            }
         }
-    });
-    let sse = Sse::new(ReceiverStream::new(rx));
+    };
+    let sse = Sse::new(frames);
     if pings {
         sse.keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("ping")).into_response()
     } else {
@@ -436,34 +448,34 @@ where
     }
 }
 
-type Tx = mpsc::Sender<Result<SseEvent, Infallible>>;
+/// The event that ends a stream cut short by a failure (Postgres or Redis).
+fn interrupted(error: &anyhow::Error) -> SseEvent {
+    tracing::warn!(error = %error, "event stream ended early");
+    SseEvent::default().data(r#"{"type":"error","errorText":"stream interrupted; reconnect with Last-Event-ID"}"#)
+}
 
-/// Sends the events after `last`; returns `true` once the terminal event and `[DONE]` went out.
-/// A client that already has the terminal event (it resumed at or past the end) gets `[DONE]`
-/// alone, unless that event only paused the run for a person: then it waits for the rest.
-/// `Err` means the client went away.
-async fn deliver(
-    tx: &Tx,
+/// Frames the events after `last` into `out`; returns `true` once the terminal event and `[DONE]`
+/// are among them. A client that already has the terminal event (it resumed at or past the end)
+/// gets `[DONE]` alone, unless that event only paused the run for a person: then it waits for
+/// the rest.
+fn deliver(
     framing: &mut Framing,
     last: &mut u64,
     events: impl IntoIterator<Item = Event>,
-) -> Result<bool, ()> {
+    out: &mut Vec<SseEvent>,
+) -> bool {
     for event in events {
         let terminal = event.is_terminal() && (event.seq > *last || !event.is_pause());
         if event.seq > *last {
             *last = event.seq;
-            if let Some(frame) = framing.frame(&event) {
-                tx.send(Ok(frame)).await.map_err(|_| ())?;
-            }
+            out.extend(framing.frame(&event));
         }
         if terminal {
-            for frame in framing.done() {
-                tx.send(Ok(frame)).await.map_err(|_| ())?;
-            }
-            return Ok(true);
+            out.extend(framing.done());
+            return true;
         }
     }
-    Ok(false)
+    false
 }
 
 /// The run's events after `after`: from the Redis log, or from Postgres once Redis has forgotten
@@ -477,48 +489,82 @@ pub async fn logged(state: &AppState, workspace: WorkspaceId, run: RunId, after:
     Ok(runs::stored_events(&state.db, workspace, run).await?.unwrap_or_default())
 }
 
-/// Catches up from the run's log.
-async fn catch_up(stream: &mut RunStream, tx: &Tx, last: &mut u64) -> anyhow::Result<Option<bool>> {
-    let logged = logged(&stream.state, stream.workspace, stream.run, *last).await?;
-    if logged.is_empty() {
-        return Ok(Some(false));
-    }
-    Ok(deliver(tx, &mut stream.framing, last, logged).await.ok())
+/// A stream being served: its run, and how far its client got.
+struct Pump {
+    stream: RunStream,
+    /// Last `seq` sent.
+    last: u64,
+    /// The log was read once (the first frames replay it).
+    caught_up: bool,
+    /// Nothing follows: the terminal event went out, the process is stopping, or a read failed.
+    over: bool,
 }
 
-/// The reads of the log and the cancel (Postgres and Redis calls) are boxed: the state the
-/// pump waits in, which is most of a stream's life, does not reserve their room.
-async fn pump(mut stream: RunStream, tx: &Tx) -> anyhow::Result<()> {
-    let mut last = stream.after;
-    if Box::pin(catch_up(&mut stream, tx, &mut last)).await? != Some(false) {
-        return Ok(());
-    }
-    loop {
-        let live = tokio::select! {
-            live = stream.subscription.recv() => Some(live),
-            _ = tokio::time::sleep(IDLE_RESYNC) => None,
-            _ = stream.state.shutdown.cancelled() => return Ok(()),
-            _ = tx.closed() => {
-                if stream.cancel_on_disconnect {
-                    let state = &stream.state;
-                    Box::pin(runq_shared::cancel::request(&state.db, &state.broker, stream.workspace, stream.run))
-                        .await?;
-                }
-                return Ok(());
-            }
-        };
-        let outcome = match live {
-            Some(Live::Batch(batch)) if batch[0].seq <= last + 1 && batch[batch.len() - 1].seq > last => {
-                let fresh = batch.partition_point(|e| e.seq <= last);
-                deliver(tx, &mut stream.framing, &mut last, batch[fresh..].iter().cloned()).await.ok()
-            }
-            Some(Live::Batch(batch)) if batch[batch.len() - 1].seq <= last => Some(false),
-            // a gap, a lag, a reconnect or a long silence: read the log
-            _ => Box::pin(catch_up(&mut stream, tx, &mut last)).await?,
-        };
-        if outcome != Some(false) {
-            return Ok(());
+impl Pump {
+    /// The next frames; `None` once the stream is over.
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<SseEvent>>> {
+        let next = self.advance().await;
+        if next.is_err() {
+            self.over = true;
         }
+        next
+    }
+
+    /// Reads of the log are boxed: the state the stream waits in, which is most of its life,
+    /// does not reserve their room.
+    async fn advance(&mut self) -> anyhow::Result<Option<Vec<SseEvent>>> {
+        let mut frames = Vec::new();
+        while !self.over && frames.is_empty() {
+            let events = if self.caught_up {
+                let live = tokio::select! {
+                    live = self.stream.subscription.recv() => Some(live),
+                    _ = tokio::time::sleep(IDLE_RESYNC) => None,
+                    _ = self.stream.state.shutdown.cancelled() => {
+                        self.over = true;
+                        break;
+                    }
+                };
+                match live {
+                    Some(Live::Batch(batch))
+                        if batch[0].seq <= self.last + 1 && batch[batch.len() - 1].seq > self.last =>
+                    {
+                        let fresh = batch.partition_point(|e| e.seq <= self.last);
+                        batch[fresh..].to_vec()
+                    }
+                    Some(Live::Batch(batch)) if batch[batch.len() - 1].seq <= self.last => continue,
+                    // a gap, a lag, a reconnect or a long silence: read the log
+                    _ => self.read_log().await?,
+                }
+            } else {
+                self.caught_up = true;
+                self.read_log().await?
+            };
+            self.over = deliver(&mut self.stream.framing, &mut self.last, events, &mut frames);
+        }
+        Ok((!frames.is_empty()).then_some(frames))
+    }
+
+    async fn read_log(&self) -> Result<Vec<Event>> {
+        let stream = &self.stream;
+        Box::pin(logged(&stream.state, stream.workspace, stream.run, self.last)).await
+    }
+}
+
+impl Drop for Pump {
+    /// A client gone before the end (the body is dropped with its connection) cancels the run,
+    /// if it asked for that.
+    fn drop(&mut self) {
+        let stream = &self.stream;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.over || !stream.cancel_on_disconnect || stream.state.shutdown.is_cancelled() {
+            return;
+        }
+        let (state, workspace, run) = (stream.state.clone(), stream.workspace, stream.run);
+        runtime.spawn(async move {
+            if let Err(e) = runq_shared::cancel::request(&state.db, &state.broker, workspace, run).await {
+                tracing::warn!(error = %e, %run, "cancelling the run of a client that went away failed");
+            }
+        });
     }
 }
 
