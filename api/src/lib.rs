@@ -100,7 +100,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
     let hub = live::Hub::start(redis::Client::open(config.store.redis_url.expose().as_str()).context("REDIS_URL")?);
     // a quarter of the pool writes admissions; the rest serves reads and the other writes
     let writers = usize::try_from(config.store.db_max_connections / 4).unwrap_or(1).max(1);
-    Ok(AppState {
+    Ok(AppState::new(state::Shared {
         admissions: runq_shared::admission::admissions(db.clone(), writers),
         db,
         broker,
@@ -117,7 +117,7 @@ async fn connect(config: &ApiConfig) -> anyhow::Result<AppState> {
         shutdown: CancellationToken::new(),
         metrics: Arc::new(observe::Metrics::install()),
         outbound: config.outbound,
-    })
+    }))
 }
 
 /// `runq-api bootstrap`: creates a workspace (on the `free` plan) and mints its first management

@@ -15,9 +15,27 @@ use crate::live::Hub;
 use crate::observe::Metrics;
 use crate::targets::TargetCache;
 
-/// Cheap to clone: handles and `Arc`s.
+/// The state every handler shares, behind one `Arc`: axum clones it for every request, and every
+/// open event stream keeps a clone (the fields are many, and some own strings).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub db: PgPool,
     /// Writes concurrent admissions together (group commit).
     pub admissions: runq_shared::admission::Admissions,
