@@ -105,7 +105,7 @@ pub async fn submit(
     let (runs, operation) = match recorded {
         Admitted::New { runs, operation } => (runs, operation),
         Admitted::Existing { run, operation } => {
-            return deliver_existing(state, workspace, mode, framing, run, operation).await;
+            return Box::pin(deliver_existing(state, workspace, mode, framing, run, operation)).await;
         }
     };
     let jobs = admission::jobs(workspace, cap, &runs);
@@ -165,7 +165,7 @@ async fn deliver(
     if live::wait_terminal(&mut listener.subscription, state.limits.sync_timeout, &state.db, workspace, run).await {
         return Ok(Delivery::Done(Box::new(runs::get(&state.db, workspace, run).await?)));
     }
-    let operation = operations::for_run(&state.db, workspace, run).await?;
+    let operation = Box::pin(operations::for_run(&state.db, workspace, run)).await?;
     Ok(Delivery::Accepted { operation, total: 1, run: Some(run) })
 }
 
@@ -210,6 +210,7 @@ async fn push(state: &AppState, jobs: &[Job], operation: Option<OperationId>) ->
     let Err(e) = pushed else { return Ok(()) };
     tracing::warn!(error = %e, runs = jobs.len(), "enqueue failed; discarding the recorded runs");
     let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
-    runs::discard(&state.db, &ids, operation).await?;
+    // boxed, as the other rare paths of a request that hold a transaction (about 14 KiB)
+    Box::pin(runs::discard(&state.db, &ids, operation)).await?;
     Err(Error::Unavailable("redis"))
 }

@@ -199,6 +199,19 @@ pub async fn record(
         let ((_, runs), ()) = group.submit((operation, runs)).await?;
         return Ok(Admitted::New { runs, operation: operation.map(|op| op.id) });
     };
+    // boxed: a transaction's futures are large (about 14 KiB), and inline they would make every
+    // admission's future as large, idempotent or not
+    Box::pin(record_once(db, workspace, runs, operation, idem)).await
+}
+
+/// [`record`] under an idempotency key: in a transaction that takes the key first.
+async fn record_once(
+    db: &PgPool,
+    workspace: WorkspaceId,
+    runs: Vec<NewRun>,
+    operation: Option<NewOperation>,
+    idem: &Idempotency,
+) -> Result<Admitted> {
     let mut tx = db.begin().await?;
     let claimed = sqlx::query(
         "insert into idempotency_keys (workspace_id, key, request_hash) values ($1, $2, $3)
