@@ -1,10 +1,11 @@
 //! Live events: one Redis pub/sub connection per API process, fanned out to every SSE client
 //! and sync waiter of this process, and the SSE pump that merges replay and live delivery.
 //!
-//! A client's stream is always "replay from the log, then live": it subscribes first, replays
-//! what the log holds after its `Last-Event-ID`, then forwards live events whose `seq` it has not
-//! sent yet. A gap, a lagging receiver or a reconnect to Redis triggers another replay, so every
-//! event arrives exactly once and in order.
+//! A client's stream is "replay from the log, then live": it subscribes first, replays what the
+//! log holds after its `Last-Event-ID`, then forwards live events whose `seq` it has not sent
+//! yet. A gap, a lagging receiver or a reconnect to Redis triggers another replay, so every event
+//! arrives exactly once and in order. The stream of a run just submitted skips the first replay:
+//! it subscribed before the run's job was pushed, so the log holds nothing it will not receive.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -83,13 +84,14 @@ impl Hub {
                 }
             }
         };
+        let mut confirmed = false;
         if first {
-            let (done, confirmed) = oneshot::channel();
+            let (done, confirmation) = oneshot::channel();
             if self.commands.send(Command::Subscribe(channel.clone(), done)).is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), confirmed).await;
+                confirmed = matches!(tokio::time::timeout(Duration::from_secs(2), confirmation).await, Ok(Ok(())));
             }
         }
-        Subscription { rx, hub: self.clone(), channel }
+        Subscription { rx, hub: self.clone(), channel, confirmed }
     }
 
     fn release(&self, channel: &str) {
@@ -109,6 +111,9 @@ pub struct Subscription {
     rx: broadcast::Receiver<Live>,
     hub: Arc<Hub>,
     channel: String,
+    /// Redis confirmed the subscription before it was handed out: every message published since
+    /// reaches it (unless it lags, or the connection drops: then it gets [`Live::Resync`]).
+    confirmed: bool,
 }
 
 impl Subscription {
@@ -205,6 +210,10 @@ pub struct RunStream {
     pub subscription: Subscription,
     /// Last `seq` the client has.
     pub after: u64,
+    /// The run's job was pushed after `subscription` was made: the log holds nothing yet that
+    /// the subscription will not deliver, so the stream starts live (when Redis confirmed the
+    /// subscription) without reading it.
+    pub fresh: bool,
     /// Cancel the run when the client goes away.
     pub cancel_on_disconnect: bool,
     pub framing: Framing,
@@ -398,7 +407,17 @@ pub fn session_sse(
         let subscription = state.hub.subscribe(keys.channel.clone()).await;
         let framing =
             Framing::Session(SessionFraming { session, run, message: None, step: 0, step_called_tools: false });
-        Ok(Some(RunStream { state, workspace, run, keys, subscription, after, cancel_on_disconnect: false, framing }))
+        Ok(Some(RunStream {
+            state,
+            workspace,
+            run,
+            keys,
+            subscription,
+            after,
+            fresh: false,
+            cancel_on_disconnect: false,
+            framing,
+        }))
     })
 }
 
@@ -418,7 +437,10 @@ where
         // the stream is open until it ends: the run ended, the client left, or shutdown
         let _open = runq_shared::metrics::GaugeGuard::new(runq_shared::metrics::SSE_STREAMS_OPEN);
         let mut pump = match Box::pin(source).await {
-            Ok(Some(stream)) => Pump { last: stream.after, stream, caught_up: false, over: false },
+            Ok(Some(stream)) => {
+                let caught_up = stream.fresh && stream.subscription.confirmed;
+                Pump { last: stream.after, stream, caught_up, over: false }
+            }
             Ok(None) => return,
             Err(e) => {
                 yield Ok::<_, Infallible>(interrupted(&e));
@@ -494,7 +516,7 @@ struct Pump {
     stream: RunStream,
     /// Last `seq` sent.
     last: u64,
-    /// The log was read once (the first frames replay it).
+    /// The log was read once (the first frames replay it), or need not be (a fresh run).
     caught_up: bool,
     /// Nothing follows: the terminal event went out, the process is stopping, or a read failed.
     over: bool,

@@ -126,7 +126,8 @@ pub async fn submit(
         None => subscribe(state, run.id).await,
     };
     push(state, &jobs, None).await?;
-    let listener = Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription };
+    let listener =
+        Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription, fresh: true };
     deliver(state, workspace, run.id, &run.thread_id, listener).await
 }
 
@@ -136,6 +137,8 @@ struct Listener {
     framing: Framing,
     cancel_on_disconnect: bool,
     subscription: Subscription,
+    /// Subscribed before the run's job was pushed (not a retried request's earlier run).
+    fresh: bool,
 }
 
 async fn subscribe(state: &AppState, run: RunId) -> Subscription {
@@ -157,6 +160,7 @@ async fn deliver(
             keys: RunKeys::new(state.broker.prefix(), run),
             subscription: listener.subscription,
             after: 0,
+            fresh: listener.fresh,
             cancel_on_disconnect: listener.cancel_on_disconnect,
             framing: listener.framing,
         });
@@ -193,7 +197,7 @@ async fn deliver_existing(
     if mode == Mode::Sync && record.is_terminal() {
         return Ok(Delivery::Done(Box::new(record)));
     }
-    let listener = Listener { mode, framing, cancel_on_disconnect: false, subscription };
+    let listener = Listener { mode, framing, cancel_on_disconnect: false, subscription, fresh: false };
     deliver(state, workspace, run, &record.thread_id, listener).await
 }
 

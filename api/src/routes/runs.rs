@@ -320,6 +320,7 @@ async fn events(
         keys,
         subscription,
         after,
+        fresh: false,
         cancel_on_disconnect: run.cancel_on_disconnect,
         framing: live::Framing::UiMessageStream,
     });
