@@ -1,4 +1,4 @@
-//! The provider-neutral conversation: what a run sends to a model and stores in its transcript.
+//! The provider-neutral conversation: what a run sends to a model and its thread keeps.
 //!
 //! The API renders a run's input into these types, the worker's provider adapters translate them
 //! to each wire protocol, and threads store them.

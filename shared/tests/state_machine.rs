@@ -533,7 +533,6 @@ mod fixtures {
         Finish {
             status: RunStatus::Completed,
             output: Some(answer.to_owned()),
-            transcript: vec![ChatMessage::user("Hello"), ChatMessage::assistant(answer)],
             thread_messages: vec![ChatMessage::user("Hello"), ChatMessage::assistant(answer)],
             usage: Usage { input_tokens: 3, output_tokens: 2 },
             error: None,

@@ -566,7 +566,6 @@ impl<'a> Execution<'a> {
         let finish = Finish {
             status,
             output,
-            transcript: std::mem::take(&mut self.messages),
             thread_messages,
             usage: self.usage,
             error,

@@ -385,8 +385,6 @@ pub async fn next_in_workspace(db: &PgPool, workspace: WorkspaceId, limit: i64) 
 pub struct Finish {
     pub status: RunStatus,
     pub output: Option<String>,
-    /// The provider-facing conversation of this attempt, for the run object.
-    pub transcript: Vec<ChatMessage>,
     /// What the thread keeps: the new turn and the model's answer (with tool steps).
     pub thread_messages: Vec<ChatMessage>,
     pub usage: Usage,
@@ -399,7 +397,7 @@ pub struct Finish {
 }
 
 /// The finish statement over `ending`, one row per attempt that ends (`id, attempt, status, output,
-/// transcript, usage, error, event_log, first_token_at, queue_wait_us`, from the arrays `$1`–`$10`).
+/// usage, error, event_log, first_token_at, queue_wait_us`, from the arrays `$1`–`$9`).
 /// A group's rows are drawn from the arrays once (materialized: the join reads them per run) and
 /// its runs found by key, one by one. A lone finish reads the first elements instead: told it
 /// unnests a one-element array, Postgres prices a plan for each call below the plan it would keep,
@@ -411,7 +409,7 @@ macro_rules! finish_sql {
             $ending,
             ",
          done as (
-             update runs set status = e.status, output = e.output, transcript = e.transcript, usage = e.usage,
+             update runs set status = e.status, output = e.output, usage = e.usage,
                     error = e.error, event_log = e.event_log, first_token_at = e.first_token_at,
                     queue_wait_us = e.queue_wait_us, finished_at = now(), lease_owner = null, lease_expires_at = null
              from ending e
@@ -420,7 +418,7 @@ macro_rules! finish_sql {
          appended as (
              insert into messages (id, workspace_id, thread_id, run_id, role, content)
              select m.id, done.workspace_id, done.thread_id, m.run_id, m.role, m.content
-             from unnest($11::uuid[], $12::uuid[], $13::text[], $14::jsonb[]) as m(id, run_id, role, content)
+             from unnest($10::uuid[], $11::uuid[], $12::text[], $13::jsonb[]) as m(id, run_id, role, content)
              join done on done.id = m.run_id)
          select done.id,
                 (select next.id from runs next
@@ -434,15 +432,14 @@ macro_rules! finish_sql {
 
 const FINISH_ONE: &str = finish_sql!(
     "(select ($1::uuid[])[1] as id, ($2::int[])[1] as attempt, ($3::text[])[1] as status, ($4::text[])[1] as output,
-             ($5::jsonb[])[1] as transcript, ($6::jsonb[])[1] as usage, ($7::jsonb[])[1] as error,
-             ($8::text[])[1] as event_log, ($9::timestamptz[])[1] as first_token_at,
-             ($10::bigint[])[1] as queue_wait_us)"
+             ($5::jsonb[])[1] as usage, ($6::jsonb[])[1] as error, ($7::text[])[1] as event_log,
+             ($8::timestamptz[])[1] as first_token_at, ($9::bigint[])[1] as queue_wait_us)"
 );
 const FINISH_MANY: &str = finish_sql!(
     "materialized (
              select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
-                                  $7::jsonb[], $8::text[], $9::timestamptz[], $10::bigint[])
-                 as e(id, attempt, status, output, transcript, usage, error, event_log, first_token_at, queue_wait_us))"
+                                  $7::text[], $8::timestamptz[], $9::bigint[])
+                 as e(id, attempt, status, output, usage, error, event_log, first_token_at, queue_wait_us))"
 );
 
 /// Records the end of `attempt` and appends the turn to the thread, in one statement. Returns
@@ -477,7 +474,6 @@ pub async fn finish_many<F: Borrow<Finish>>(
     let finishes: Vec<&Finish> = ends.iter().map(|(_, _, f)| f.borrow()).collect();
     let statuses: Vec<&str> = finishes.iter().map(|f| f.status.as_str()).collect();
     let outputs: Vec<Option<&str>> = finishes.iter().map(|f| f.output.as_deref()).collect();
-    let transcripts: Vec<Json<&Vec<ChatMessage>>> = finishes.iter().map(|f| Json(&f.transcript)).collect();
     let usages: Vec<Json<&Usage>> = finishes.iter().map(|f| Json(&f.usage)).collect();
     let errors: Vec<Option<Json<&Value>>> = finishes.iter().map(|f| f.error.as_ref().map(Json)).collect();
     let logs: Vec<String> = finishes.iter().map(|f| events::encode_batch(&f.events)).collect();
@@ -503,7 +499,6 @@ pub async fn finish_many<F: Borrow<Finish>>(
         .bind(&attempts)
         .bind(&statuses)
         .bind(&outputs)
-        .bind(&transcripts)
         .bind(&usages)
         .bind(&errors)
         .bind(&logs)
