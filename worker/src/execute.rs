@@ -562,7 +562,7 @@ impl<'a> Execution<'a> {
         let terminal = self.emitter.append_terminal(&terminal).await?;
         let log = self.emitter.log().await?;
         let thread_messages =
-            if status == RunStatus::Completed { self.messages[self.turn_start..].to_vec() } else { Vec::new() };
+            if status == RunStatus::Completed { self.messages.split_off(self.turn_start) } else { Vec::new() };
         let finish = Finish {
             status,
             output,
