@@ -68,11 +68,13 @@ pub fn pool_with(config: &StoreConfig, acquire_timeout: Duration, sessions: Sess
 /// A pooled connection idle for longer than this is pinged before it is handed out.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Connections are pinged only after [`PING_IDLE_AFTER`] of idleness: sqlx's default pings every
-/// one, a round trip to Postgres before each statement (3 % of the worker's CPU in the sustained
-/// scenario, and latency on every claim and finish). A connection in steady use needs no ping: if
-/// Postgres went away under it, the statement fails as the ping would have (the API answers 503,
-/// the worker hands the run back) and the pool drops it.
+/// Connections are pinged before use only after [`PING_IDLE_AFTER`] of idleness: sqlx's default
+/// pings every one, a round trip to Postgres before each statement (3 % of the worker's CPU in
+/// the sustained scenario, and latency on every claim and finish). A connection in steady use
+/// needs no ping: if Postgres went away under it, the statement fails as the ping would have (the
+/// API answers 503, the worker hands the run back) and the pool drops it. sqlx still pings each
+/// connection as it goes back to the pool (no option turns that off); that round trip is off the
+/// caller's path.
 fn pool_options(config: &StoreConfig, acquire_timeout: Duration) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
