@@ -13,8 +13,8 @@ use runq_shared::id::{KeyId, WorkspaceId};
 use runq_shared::ratelimit::PlanLimits;
 use sqlx::PgPool;
 
-use crate::cache::TtlCache;
 use crate::error::{Error, Result};
+use runq_shared::cache::TtlCache;
 
 pub struct AuthCache {
     /// The plans' default rate limits, resolved into each verdict.

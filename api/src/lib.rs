@@ -9,7 +9,6 @@
 //! - [`state`] — [`state::AppState`], the handles every handler shares.
 //! - [`auth`] — key authentication with a short-lived cache.
 //! - [`targets`] — agents ready to take runs, cached the same way.
-//! - [`cache`] — the expiring in-process cache both use.
 //! - [`extract`] — JSON, query, path and caller extractors that reject in the error envelope.
 //! - [`ratelimit`] — per-key rate limits: the check after authentication and the response headers.
 //! - [`observe`] — request logs and HTTP metrics, and the `/metrics` exposition.
@@ -33,7 +32,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
-pub mod cache;
 pub mod config;
 pub mod error;
 pub mod extract;

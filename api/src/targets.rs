@@ -14,7 +14,7 @@ use runq_shared::domain::AgentRef;
 use runq_shared::id::WorkspaceId;
 use sqlx::PgPool;
 
-use crate::cache::TtlCache;
+use runq_shared::cache::TtlCache;
 
 pub struct TargetCache {
     targets: TtlCache<(WorkspaceId, AgentRef), Target>,

@@ -16,7 +16,7 @@ use crate::db::runs::{self, NewRun};
 use crate::domain::{AgentRef, PromptMessage, PromptRole, ThreadId};
 use crate::group::{GroupCommit, Statement};
 use crate::id::{OperationId, RunId, VersionId, WorkspaceId};
-use crate::queue::Job;
+use crate::queue::{Job, Opening};
 use crate::render::render;
 use crate::{Error, Result};
 
@@ -136,6 +136,7 @@ impl Target {
             ));
         }
         Ok(NewRun {
+            opens_thread: input.thread.is_none(),
             id: RunId::new(),
             workspace_id: self.agent.workspace_id,
             agent_id: self.agent.id,
@@ -270,9 +271,19 @@ pub async fn run_for_key(db: &PgPool, workspace: WorkspaceId, key: &str) -> Resu
     Ok(row.and_then(|(run,)| run))
 }
 
-/// The jobs that start `runs` of a workspace whose concurrency cap is `cap`.
+/// The jobs that start `runs` of a workspace whose concurrency cap is `cap`. A lone run that
+/// starts its thread, in a workspace without a cap, carries its [`Opening`]: nothing else can
+/// hold it back once it is recorded.
 pub fn jobs(workspace: WorkspaceId, cap: Option<i32>, runs: &[NewRun]) -> Vec<Job> {
-    runs.iter().map(|run| Job::new(run.id, workspace, cap)).collect()
+    let opening = |run: &NewRun| {
+        let text: usize = run.prelude.iter().chain(&run.input).map(|m| m.content.len()).sum();
+        (runs.len() == 1 && cap.is_none() && run.opens_thread && text <= Opening::MAX_TEXT).then(|| Opening {
+            version: run.version_id,
+            messages: run.prelude.iter().chain(&run.input).cloned().collect(),
+            parameters: run.parameters.clone(),
+        })
+    };
+    runs.iter().map(|run| Job { opening: opening(run), ..Job::new(run.id, workspace, cap) }).collect()
 }
 
 /// Admissions written together (see [`crate::group`]): every admission without an idempotency

@@ -10,6 +10,7 @@
 //! - [`outbound`] — address safety for requests made on a user's behalf (webhooks, tools).
 //! - [`webhooks`] — Standard Webhooks event types, secrets, signatures and the retry schedule.
 //! - [`admission`] — from a run request to recorded runs: resolve, render, record.
+//! - [`cache`] — a small expiring in-process cache (the API's keys and agents, the worker's versions).
 //! - [`broker`] — the Redis connection and the names of runq's keys and channels.
 //! - [`cancel`] — stopping a run (queued ones at once, running ones through their worker) and closing
 //!   the stream of a run ended outside a worker.
@@ -31,6 +32,7 @@
 
 pub mod admission;
 pub mod broker;
+pub mod cache;
 pub mod cancel;
 pub mod chat;
 pub mod config;

@@ -33,6 +33,9 @@ pub const WORKER_SLOTS: &str = "runq_worker_slots";
 pub const PROVIDER_REQUESTS_TOTAL: &str = "runq_provider_requests_total";
 /// Provider calls retried after a retryable failure.
 pub const PROVIDER_RETRIES_TOTAL: &str = "runq_provider_retries_total";
+/// First provider requests sent while the run's claim was in flight, by `outcome` (`used`;
+/// `unclaimed`: the claim failed; `changed`: the run's request turned out different).
+pub const PROVIDER_OPENINGS_TOTAL: &str = "runq_provider_openings_total";
 /// Tool calls, by `outcome` (`ok`, `error`).
 pub const TOOL_CALLS_TOTAL: &str = "runq_tool_calls_total";
 /// Event streams (SSE) this API process serves now.
@@ -99,6 +102,10 @@ fn describe() {
     describe_gauge!(WORKER_SLOTS, "This worker's run slots, by state");
     describe_counter!(PROVIDER_REQUESTS_TOTAL, "Provider calls, by provider kind and outcome");
     describe_counter!(PROVIDER_RETRIES_TOTAL, "Provider calls retried");
+    describe_counter!(
+        PROVIDER_OPENINGS_TOTAL,
+        "First provider requests sent while the claim was in flight, by outcome"
+    );
     describe_counter!(TOOL_CALLS_TOTAL, "Tool calls, by outcome");
     describe_gauge!(SSE_STREAMS_OPEN, "Event streams this API process serves now");
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP responses, by route template and status");

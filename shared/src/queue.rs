@@ -16,12 +16,14 @@ use std::sync::LazyLock;
 
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::id::{RunId, WorkspaceId};
+use crate::chat::ChatMessage;
+use crate::id::{RunId, VersionId, WorkspaceId};
 
 /// "Run `run` may start." Carries the trace context so the worker's spans join the API's trace,
 /// and the id of the request that created the run so the worker's log lines carry it too.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub run: RunId,
     pub workspace: WorkspaceId,
@@ -36,6 +38,9 @@ pub struct Job {
     /// `X-Request-ID` of the request that created the run (or of the request being served).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The run's first provider request, for a worker to send while it claims the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening: Option<Opening>,
 }
 
 impl Job {
@@ -47,8 +52,28 @@ impl Job {
             cap,
             traceparent: crate::telemetry::current_traceparent(),
             request_id: crate::telemetry::current_request_id(),
+            opening: None,
         }
     }
+}
+
+/// What a new run of a new thread sends the provider first, as the API rendered it: the rest
+/// (model, tools, provider) is its version's, which a worker keeps from earlier claims. A worker
+/// sends this request while the claim is in flight and keeps the answer only if the claim
+/// succeeds and the request it would have sent is the same; otherwise it drops the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Opening {
+    pub version: VersionId,
+    /// The rendered prelude, then the run's input.
+    pub messages: Vec<ChatMessage>,
+    /// The request's overrides of the version's parameters.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+}
+
+impl Opening {
+    /// Most bytes of message text a job carries: a larger run is claimed before its first call.
+    pub const MAX_TEXT: usize = 8 * 1024;
 }
 
 /// Microseconds since the Unix epoch.

@@ -509,6 +509,7 @@ mod fixtures {
             timeout_ms: 60_000,
             webhook_url: None,
             end_user_id: None,
+            opens_thread: false,
         }
     }
 

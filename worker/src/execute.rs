@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use crate::control::{Registry, Stop};
 use crate::emit::Emitter;
+use crate::opening::{self, Opened, Setup, Versions};
 use crate::provider::{ChatRequest, Provider, ProviderConfig, ProviderError, ProviderEvent};
 use crate::tools::{CallContext, Toolbox};
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub lease: Duration,
     pub retry: RetryPolicy,
     pub registry: Arc<Registry>,
+    /// The versions of runs executed lately, for sending a new run's first request early.
+    pub versions: Versions,
     /// Woken when a run ends, so its webhook goes out without waiting for the next poll.
     pub webhooks_due: Arc<tokio::sync::Notify>,
     /// How long a tool call waits for a person before it counts as denied.
@@ -83,15 +86,9 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        let claimed = match job.cap {
-            None => ctx.claiming.submit(job.run).await?.1,
-            // boxed, as the hand-back below: a future awaited for a moment must not make the
-            // future of every run in flight as large as itself (16 KiB against 5 KiB)
-            Some(_) => {
-                Box::pin(runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap)).await?
-            }
-        };
-        let Some(claimed) = claimed else {
+        // boxed, as the ends below: a future awaited for a moment must not make the future of
+        // every run in flight as large as itself
+        let Some((claimed, opened)) = Box::pin(claim(&ctx, &job)).await? else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
@@ -102,7 +99,7 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
         let _in_flight = m::GaugeGuard::new(m::RUNS_IN_FLIGHT);
         let (run, attempt) = (claimed.id, claimed.attempt);
         let result = match Execution::start(&ctx, claimed, &job, queue_wait_us).await {
-            Ok(execution) => execution.run().await,
+            Ok(execution) => execution.run(opened).await,
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -114,6 +111,42 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     .instrument(span)
     .await
+}
+
+/// Claims the job's run. A job with an [`Opening`](runq_shared::queue::Opening) whose version
+/// this worker knows sends the run's first provider request meanwhile (see [`crate::opening`]).
+async fn claim(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<(Claimed, Option<Box<Opened>>)>> {
+    if job.cap.is_some() {
+        let claimed = runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?;
+        return Ok(claimed.map(|claimed| (claimed, None)));
+    }
+    let opening = job.opening.as_ref().and_then(|opening| ctx.versions.request(job.workspace, opening));
+    let Some((config, request)) = opening else {
+        return Ok(ctx.claiming.submit(job.run).await?.1.map(|claimed| (claimed, None)));
+    };
+    let provider = Provider::new(ctx.http.clone(), config);
+    let mut sending = Box::pin(provider.stream(&request));
+    let mut claiming = std::pin::pin!(ctx.claiming.submit(job.run));
+    let mut sent = None;
+    let claimed = loop {
+        tokio::select! {
+            claimed = &mut claiming => break claimed?.1,
+            answer = &mut sending, if sent.is_none() => sent = Some(answer),
+        }
+    };
+    let Some(claimed) = claimed else {
+        opening::counted("unclaimed");
+        return Ok(None);
+    };
+    let answer = match sent {
+        Some(answer) => {
+            drop(sending);
+            answer
+        }
+        None => sending.await,
+    };
+    let opened = Opened { config: provider.config().clone(), request, answer };
+    Ok(Some((claimed, Some(Box::new(opened)))))
 }
 
 /// Returns a run whose execution failed to the queue, if `attempt` still holds it.
@@ -195,7 +228,8 @@ impl<'a> Execution<'a> {
         })
     }
 
-    async fn run(mut self) -> anyhow::Result<()> {
+    /// Runs the steps; `opened` is the first provider request if it was sent during the claim.
+    async fn run(mut self, opened: Option<Box<Opened>>) -> anyhow::Result<()> {
         let run = self.claimed.id;
         if self.claimed.attempt == 1 {
             self.emitter.emit(&Part::Start {
@@ -211,7 +245,7 @@ impl<'a> Execution<'a> {
         let entry = self.ctx.registry.enter(run);
         let remaining = (self.claimed.deadline_at - Utc::now()).to_std().unwrap_or_default();
         let outcome = {
-            let steps = self.steps();
+            let steps = self.steps(opened);
             tokio::select! {
                 outcome = steps => outcome?,
                 stop = entry.control.stopped() => match stop {
@@ -264,17 +298,21 @@ impl<'a> Execution<'a> {
 
     /// Calls the model until it answers without tool calls, or `max_steps` is spent. A run
     /// resumed after a pause first answers the calls it paused on.
-    async fn steps(&mut self) -> anyhow::Result<Outcome> {
+    async fn steps(&mut self, mut opened: Option<Box<Opened>>) -> anyhow::Result<Outcome> {
         let provider = match self.provider() {
             Ok(p) => p,
             Err(e) => {
                 return Ok(Outcome::Failed { code: e.code(), message: e.to_string() });
             }
         };
-        let mut parameters = self.claimed.version_parameters.0.clone();
-        parameters.extend(self.claimed.parameters.0.clone());
         let toolbox = Toolbox::new(&self.claimed.tools, std::mem::take(&mut self.claimed.http_tools.0));
-        let tool_specs = toolbox.specs();
+        let setup = Setup {
+            config: provider.config().clone(),
+            model: self.claimed.model.clone(),
+            tools: toolbox.specs(),
+            parameters: std::mem::take(&mut self.claimed.version_parameters.0),
+        };
+        self.ctx.versions.remember(self.claimed.workspace_id, self.claimed.version_id, || setup.clone());
 
         if !self.unanswered_calls().is_empty() {
             self.emitter.emit(&Part::StartStep);
@@ -286,13 +324,8 @@ impl<'a> Execution<'a> {
         }
         for _ in 0..self.claimed.max_steps {
             self.emitter.emit(&Part::StartStep);
-            let request = ChatRequest {
-                model: self.claimed.model.clone(),
-                messages: self.messages.clone(),
-                tools: tool_specs.clone(),
-                parameters: parameters.clone(),
-            };
-            let (text, calls) = match self.call_with_retries(&provider, &request).await? {
+            let request = setup.request(self.messages.clone(), &self.claimed.parameters.0);
+            let (text, calls) = match self.call_with_retries(&provider, &request, opened.take()).await? {
                 Ok(answer) => answer,
                 Err(e) => {
                     return Ok(Outcome::Failed { code: e.code(), message: e.to_string() });
@@ -442,10 +475,11 @@ impl<'a> Execution<'a> {
         &mut self,
         provider: &Provider,
         request: &ChatRequest,
+        mut opened: Option<Box<Opened>>,
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
         let mut retry = 0;
         loop {
-            let result = self.call(provider, request).await?;
+            let result = self.call(provider, request, opened.take()).await?;
             let outcome = result.as_ref().map_or_else(ProviderError::code, |_| "ok");
             let kind = self.claimed.provider_kind.clone();
             metrics::counter!(m::PROVIDER_REQUESTS_TOTAL, "provider_kind" => kind, "outcome" => outcome).increment(1);
@@ -468,16 +502,25 @@ impl<'a> Execution<'a> {
         }
     }
 
-    /// One streamed provider call: text deltas go out as they arrive.
+    /// One streamed provider call (or the answer to `opened`, if that is the same call): text
+    /// deltas go out as they arrive.
     async fn call(
         &mut self,
         provider: &Provider,
         request: &ChatRequest,
+        opened: Option<Box<Opened>>,
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
-        // the step's opening events go out while the provider request is on its way (boxed: it
-        // lives until the response starts, while the run lasts as long as the response)
-        let (flushed, stream) = tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request)));
-        flushed?;
+        let opened = opened.and_then(|opened| opened.answer_to(provider.config(), request));
+        let stream = if let Some(answer) = opened {
+            self.emitter.flush().await?;
+            answer
+        } else {
+            // the step's opening events go out while the provider request is on its way (boxed:
+            // it lives until the response starts, while the run lasts as long as the response)
+            let (flushed, stream) = tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request)));
+            flushed?;
+            stream
+        };
         let stream = match stream {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),

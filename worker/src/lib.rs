@@ -13,6 +13,7 @@
 //! - [`config`] — settings (flags and environment).
 //! - [`control`] — stopping runs: client cancels and shutdown hand-backs.
 //! - [`execute`] — one run, from claim to recorded outcome.
+//! - [`opening`] — a new run's first provider request, sent while its claim is in flight.
 //! - [`emit`] — event numbering and batched publishing.
 //! - [`provider`] — streaming adapters for OpenAI-compatible and Anthropic APIs.
 //! - [`outbound`] — the client for calls made on a user's behalf (tools, webhooks).
@@ -39,6 +40,7 @@ pub mod control;
 pub mod emit;
 pub mod execute;
 pub mod observe;
+pub mod opening;
 pub mod outbound;
 pub mod provider;
 pub mod reconcile;
@@ -57,6 +59,8 @@ const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 const GROUP_WRITERS: usize = 2;
 /// Most claims or finishes in one statement.
 const GROUP_MAX: usize = 64;
+/// How long a version's provider set-up is used for sending first requests before the claim.
+const VERSION_TTL: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     ctx: Arc<Ctx>,
@@ -110,6 +114,7 @@ impl Worker {
                     base: Duration::from_millis(config.retry_base_ms),
                 },
                 registry: Arc::default(),
+                versions: opening::Versions::new(VERSION_TTL),
                 webhooks_due: Arc::default(),
                 approval_ttl: Duration::from_millis(config.approval_ttl_ms),
                 allow_private_targets: config.outbound.allow_private_targets,

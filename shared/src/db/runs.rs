@@ -136,6 +136,8 @@ pub struct NewRun {
     pub webhook_url: Option<String>,
     /// Who the run acts for (sent to tools as `X-End-User-ID`).
     pub end_user_id: Option<String>,
+    /// The run starts a thread of its own (one the request did not name): no history to read.
+    pub opens_thread: bool,
 }
 
 /// Inserts runs (of any workspaces) and the operation that collects them if any, in one statement
@@ -227,6 +229,7 @@ pub async fn insert_admissions<R: Borrow<NewRun>>(
 pub struct Claimed {
     pub id: RunId,
     pub workspace_id: WorkspaceId,
+    pub version_id: VersionId,
     pub thread_id: String,
     pub attempt: i32,
     pub prelude: Json<Vec<ChatMessage>>,
@@ -286,7 +289,7 @@ macro_rules! claim_sql {
                                       and busy.status = 'running') < $4)
          returning id, workspace_id, version_id, thread_id, attempt, prelude, input, parameters, deadline_at,
                    progress, end_user_id)
-     select c.id, c.workspace_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
+     select c.id, c.workspace_id, c.version_id, c.thread_id, c.attempt, c.prelude, c.input, c.parameters, c.deadline_at,
             c.progress, c.end_user_id,
             coalesce((select jsonb_agg(jsonb_build_object(
                           'name', t.name, 'description', t.description, 'parameters', t.parameters, 'url', t.url,

@@ -18,7 +18,8 @@ fn postgres_url() -> String {
     std::env::var("RUNQ_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn redis_url() -> String {
+/// The Redis every test process uses (`REDIS_URL`, or the local default).
+pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 

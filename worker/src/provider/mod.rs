@@ -53,7 +53,7 @@ const MAX_MESSAGE_CHARS: usize = 500;
 const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 
 /// Where and how to reach a provider.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// API root, e.g. `https://api.openai.com/v1` or `https://api.anthropic.com/v1`.

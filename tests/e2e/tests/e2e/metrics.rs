@@ -10,6 +10,8 @@ use std::time::Duration;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue as Metric};
 use reqwest::{Method, StatusCode};
 use runq_e2e::{Env, MockConfig, MockServer, Service, SseReader, TestApp, eventually};
+use runq_shared::id::{RunId, WorkspaceId};
+use runq_shared::queue::{self, Job, Opening, QueueKeys};
 use serde_json::json;
 use tokio::process::Child;
 
@@ -248,4 +250,93 @@ async fn request_logs_name_the_route_and_the_worker_logs_the_request_id_of_the_r
         .wait_for(Duration::from_secs(30), |line| line.contains("run finished") && line.contains(&request_id))
         .await;
     assert!(finished.is_some(), "the worker's `run finished` line carries the request id");
+}
+
+/// A sync run of `bot` that completes, and its JSON.
+async fn completed_run(stack: &Observed, prompt: &str) -> serde_json::Value {
+    let body = json!({"agent_id": "bot", "prompt": prompt});
+    let (status, run) = stack.app.call(Method::POST, "/v1/run", Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "completed", "{run}");
+    run
+}
+
+/// The worker's count of first requests sent while claiming, by `outcome`.
+async fn openings(stack: &Observed, outcome: &str) -> f64 {
+    value(&stack.worker().await, "runq_provider_openings_total", &[("outcome", outcome)])
+}
+
+#[tokio::test]
+async fn a_new_runs_first_request_goes_out_while_it_is_claimed_and_is_made_once() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    // the first run of a version tells the worker the version's provider, model and tools
+    completed_run(&stack, "hi").await;
+    assert_eq!(openings(&stack, "used").await, 0.0);
+
+    stack.mock.reset();
+    let run = completed_run(&stack, "[[mock tokens=3]] again").await;
+    assert_eq!(run["output"], "tok0 tok1 tok2", "{run}");
+    assert_eq!(openings(&stack, "used").await, 1.0);
+    let stats = stack.mock.stats();
+    assert_eq!((stats.requests, stats.disconnected), (1, 0), "one provider request for the run: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_first_request_sent_for_a_job_whose_run_cannot_be_claimed_is_dropped() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    let run = completed_run(&stack, "hi").await;
+
+    // a duplicate job of the finished run, carrying its opening: the claim fails
+    let id = run["id"].as_str().unwrap();
+    let run_id: RunId = id.parse().unwrap();
+    let workspace: WorkspaceId = sqlx::query_scalar("select workspace_id from runs where id = $1")
+        .bind(run_id)
+        .fetch_one(&stack.app.db)
+        .await
+        .unwrap();
+    let mut job = Job::new(run_id, workspace, None);
+    job.opening = Some(Opening {
+        version: serde_json::from_value(run["version_id"].clone()).unwrap(),
+        messages: vec![runq_shared::chat::ChatMessage::user("[[mock ttft=2000]] hi")],
+        parameters: serde_json::Map::new(),
+    });
+    stack.mock.reset();
+    let mut redis =
+        redis::Client::open(runq_e2e::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    queue::push(&mut redis, &QueueKeys::new(&stack.app.env.redis_prefix), &[job]).await.unwrap();
+
+    let dropped = eventually(Duration::from_secs(10), || async {
+        (openings(&stack, "unclaimed").await == 1.0 && stack.mock.stats().disconnected == 1).then_some(())
+    })
+    .await;
+    assert!(dropped.is_some(), "the request went out and was dropped: {:?}", stack.mock.stats());
+    let (status, again) = stack.app.call(Method::GET, &format!("/v1/runs/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&again["status"], &again["output"], &again["attempt"]),
+        (&run["status"], &run["output"], &run["attempt"])
+    );
+}
+
+#[tokio::test]
+async fn a_first_request_sent_to_a_provider_that_changed_meanwhile_is_not_used() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    completed_run(&stack, "hi").await;
+
+    // the provider moves (as an operator would point it elsewhere) after the worker learnt it
+    let moved = MockServer::start(MockConfig::default()).await.expect("second mock provider");
+    sqlx::query("update providers set base_url = $1").bind(moved.base_url()).execute(&stack.app.db).await.unwrap();
+    stack.mock.reset();
+
+    // slow to answer: the early request is still waiting when the worker drops it
+    let run = completed_run(&stack, "[[mock tokens=2 ttft=300]] again").await;
+    assert_eq!(run["output"], "tok0 tok1", "{run}");
+    assert_eq!(openings(&stack, "changed").await, 1.0);
+    assert_eq!(moved.stats().requests, 1, "the run's call went to the provider as it is now");
+    let dropped =
+        eventually(Duration::from_secs(10), || async { (stack.mock.stats().disconnected == 1).then_some(()) });
+    assert!(dropped.await.is_some(), "the early request was dropped: {:?}", stack.mock.stats());
 }

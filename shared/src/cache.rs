@@ -1,5 +1,6 @@
-//! A small in-process cache whose entries expire after a fixed time: what the API keeps of
-//! Postgres rows it reads on every request (key verdicts, agents ready for runs).
+//! A small in-process cache whose entries expire after a fixed time: what a process keeps of
+//! Postgres rows it would otherwise read on every request (the API's key verdicts and agents ready
+//! for runs, a worker's versions).
 
 use std::collections::HashMap;
 use std::hash::Hash;
