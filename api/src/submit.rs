@@ -1,10 +1,11 @@
 //! Submitting runs and delivering their answer: shared by `POST /v1/run` and the agent
 //! `invoke`/`stream` routes.
 //!
-//! Runs are recorded first (Postgres), then a stream or sync caller subscribes to the run's
-//! events, then the jobs are pushed: so a caller cannot miss an event of its own run. A push that
-//! fails (Redis down) removes what was recorded and answers 503, so a refused request leaves
-//! nothing behind.
+//! Runs are recorded (Postgres) while a stream or sync caller subscribes to the run's events, and
+//! the jobs are pushed once both are done: so a caller cannot miss an event of its own run. A lone
+//! new run submitted while no admission is being written is pushed as soon as its caller is
+//! subscribed, before its run is committed (see [`submit_early`]). A push that fails (Redis down)
+//! removes what was recorded and answers 503, so a refused request leaves nothing behind.
 
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -91,11 +92,16 @@ pub async fn submit(
         Mode::Async => Collect::Async,
         Mode::Batch => Collect::Batch,
     };
+    let jobs = admission::jobs(workspace, cap, &runs);
+    let waits = matches!(mode, Mode::Stream | Mode::Sync);
+    if waits && idempotency.is_none() && jobs.len() == 1 && jobs[0].opening.is_some() && state.admissions.idle() {
+        return Box::pin(submit_early(state, workspace, mode, framing, runs, jobs)).await;
+    }
     // a caller waiting for its run subscribes while the run is recorded: no event exists before
     // its job is pushed, and the subscription's round trip leaves the critical path
     let first = runs.first().map(|run| run.id);
     let recording = admission::record(&state.admissions, &state.db, workspace, runs, collect, idempotency.as_ref());
-    let (recorded, early) = match (mode, first) {
+    let (recorded, subscribed) = match (mode, first) {
         (Mode::Stream | Mode::Sync, Some(run)) => {
             let (recorded, subscription) = tokio::join!(recording, subscribe(state, run));
             (recorded?, Some(subscription))
@@ -108,24 +114,56 @@ pub async fn submit(
             return Box::pin(deliver_existing(state, workspace, mode, framing, run, operation)).await;
         }
     };
-    let jobs = admission::jobs(workspace, cap, &runs);
     if let Some(operation) = operation {
-        push(state, &jobs, operation.into()).await?;
+        let total = jobs.len();
+        push(state, jobs, operation.into()).await?;
         let run = (mode == Mode::Async).then(|| runs[0].id);
-        return Ok(Delivery::Accepted { operation, total: jobs.len(), run });
+        return Ok(Delivery::Accepted { operation, total, run });
     }
 
     let run = &runs[0];
     tracing::Span::current().record("run_id", tracing::field::display(run.id));
     if mode == Mode::Detached {
-        push(state, &jobs, None).await?;
+        push(state, jobs, None).await?;
         return Ok(Delivery::Started { run: run.id });
     }
-    let subscription = match early {
+    let subscription = match subscribed {
         Some(subscription) => subscription,
         None => subscribe(state, run.id).await,
     };
-    push(state, &jobs, None).await?;
+    push(state, jobs, None).await?;
+    let listener =
+        Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription, fresh: true };
+    deliver(state, workspace, run.id, &run.thread_id, listener).await
+}
+
+/// A lone new run that a caller waits for, submitted while no admission is being written: its
+/// job is pushed once the caller is subscribed, while the run is still being committed. A worker
+/// sends the run's first provider request meanwhile (the job's opening) and claims the run once
+/// it is committed. The job of a run whose admission failed finds no run and is dropped.
+async fn submit_early(
+    state: &AppState,
+    workspace: WorkspaceId,
+    mode: Mode,
+    framing: Framing,
+    runs: Vec<NewRun>,
+    jobs: Vec<Job>,
+) -> Result<Delivery> {
+    let run = runs[0].id;
+    let recording = admission::record(&state.admissions, &state.db, workspace, runs, Collect::Direct, None);
+    let (recorded, (subscription, pushed)) = tokio::join!(recording, async {
+        let subscription = subscribe(state, run).await;
+        let mut jobs: Vec<Job> = jobs.into_iter().map(|job| Job { early: true, ..job }).collect();
+        (subscription, enqueue(state, &mut jobs).await)
+    });
+    let Admitted::New { runs, .. } = recorded? else {
+        return Err(Error::Internal(anyhow::anyhow!("a run without an idempotency key was recorded before")));
+    };
+    if let Err(e) = pushed {
+        return Err(refuse(state, &[run], None, &e).await);
+    }
+    let run = &runs[0];
+    tracing::Span::current().record("run_id", tracing::field::display(run.id));
     let listener =
         Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription, fresh: true };
     deliver(state, workspace, run.id, &run.thread_id, listener).await
@@ -203,18 +241,35 @@ async fn deliver_existing(
 
 /// Pushes jobs. When Redis cannot take them, the runs just recorded are removed again and the
 /// caller gets 503: nothing half-written stays behind.
-async fn push(state: &AppState, jobs: &[Job], operation: Option<OperationId>) -> Result<()> {
+async fn push(state: &AppState, mut jobs: Vec<Job>, operation: Option<OperationId>) -> Result<()> {
+    let Err(e) = enqueue(state, &mut jobs).await else { return Ok(()) };
+    let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
+    Err(refuse(state, &ids, operation, &e).await)
+}
+
+/// Pushes jobs, once more if the first command finds the connection broken. They were made
+/// before their runs were recorded: their push time is now.
+async fn enqueue(state: &AppState, jobs: &mut [Job]) -> redis::RedisResult<()> {
+    let now = queue::now_us();
+    for job in &mut *jobs {
+        job.pushed_at_us = now;
+    }
     let mut conn = state.broker.conn.clone();
-    let mut pushed = queue::push(&mut conn, state.broker.queue(), jobs).await;
+    let pushed = queue::push(&mut conn, state.broker.queue(), jobs).await;
     if pushed.as_ref().is_err_and(|e| e.is_connection_dropped() || e.is_io_error()) {
         // the first command after Redis restarted finds the old connection broken; the manager
         // has reconnected by the time a retry goes out
-        pushed = queue::push(&mut conn, state.broker.queue(), jobs).await;
+        return queue::push(&mut conn, state.broker.queue(), jobs).await;
     }
-    let Err(e) = pushed else { return Ok(()) };
-    tracing::warn!(error = %e, runs = jobs.len(), "enqueue failed; discarding the recorded runs");
-    let ids: Vec<RunId> = jobs.iter().map(|j| j.run).collect();
+    pushed
+}
+
+/// Removes the runs whose jobs Redis refused (`e`), and the 503 their caller gets.
+async fn refuse(state: &AppState, runs: &[RunId], operation: Option<OperationId>, e: &redis::RedisError) -> Error {
+    tracing::warn!(error = %e, runs = runs.len(), "enqueue failed; discarding the recorded runs");
     // boxed, as the other rare paths of a request that hold a transaction (about 14 KiB)
-    Box::pin(runs::discard(&state.db, &ids, operation)).await?;
-    Err(Error::Unavailable("redis"))
+    match Box::pin(runs::discard(&state.db, runs, operation)).await {
+        Ok(()) => Error::Unavailable("redis"),
+        Err(e) => e.into(),
+    }
 }

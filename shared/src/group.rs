@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -30,11 +31,13 @@ pub trait Statement: Send + Sync + 'static {
 /// The handle callers submit through; cheap to clone.
 pub struct GroupCommit<S: Statement> {
     queue: mpsc::Sender<Pending<S>>,
+    /// Items submitted and not yet answered.
+    unanswered: Arc<AtomicUsize>,
 }
 
 impl<S: Statement> Clone for GroupCommit<S> {
     fn clone(&self) -> Self {
-        Self { queue: self.queue.clone() }
+        Self { queue: self.queue.clone(), unanswered: self.unanswered.clone() }
     }
 }
 
@@ -56,16 +59,32 @@ impl<S: Statement> GroupCommit<S> {
     pub fn start(statement: S, writers: usize, max_size: usize) -> Self {
         let (queue, waiting) = mpsc::channel(4096);
         tokio::spawn(form_groups(Arc::new(statement), waiting, writers.max(1), max_size.max(1)));
-        Self { queue }
+        Self { queue, unanswered: Arc::default() }
     }
 
     /// Writes `item` (with whatever else is waiting) and hands it back with its output once
     /// committed.
     pub async fn submit(&self, item: S::Item) -> Result<(S::Item, S::Output)> {
+        self.unanswered.fetch_add(1, Ordering::Relaxed);
+        let _answered = Answered(&self.unanswered);
         let (done, answer) = oneshot::channel();
         let closed = || Error::Database(sqlx::Error::PoolClosed);
         self.queue.send(Pending { item, done }).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Whether nothing is being written: an item submitted now is written at once, alone.
+    pub fn idle(&self) -> bool {
+        self.unanswered.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Counts a submitted item as answered when dropped (its caller may give up waiting).
+struct Answered<'a>(&'a AtomicUsize);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -41,7 +41,15 @@ pub struct Job {
     /// The run's first provider request, for a worker to send while it claims the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opening: Option<Opening>,
+    /// Pushed while the run's admission was being committed: a claim that finds no run yet
+    /// looks again for a while (see [`EARLY_WAIT`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early: bool,
 }
+
+/// How long the claim of an [early](Job::early) job waits for its run's admission to commit.
+/// A run still missing then was never recorded (its admission failed): the job is dropped.
+pub const EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Job {
     pub fn new(run: RunId, workspace: WorkspaceId, cap: Option<i32>) -> Self {
@@ -53,6 +61,7 @@ impl Job {
             traceparent: crate::telemetry::current_traceparent(),
             request_id: crate::telemetry::current_request_id(),
             opening: None,
+            early: false,
         }
     }
 }

@@ -122,15 +122,15 @@ async fn claim(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<(Claimed, Option<B
     }
     let opening = job.opening.as_ref().and_then(|opening| ctx.versions.request(job.workspace, opening));
     let Some((config, request)) = opening else {
-        return Ok(ctx.claiming.submit(job.run).await?.1.map(|claimed| (claimed, None)));
+        return Ok(take(ctx, job).await?.map(|claimed| (claimed, None)));
     };
     let provider = Provider::new(ctx.http.clone(), config);
     let mut sending = Box::pin(provider.stream(&request));
-    let mut claiming = std::pin::pin!(ctx.claiming.submit(job.run));
+    let mut claiming = std::pin::pin!(take(ctx, job));
     let mut sent = None;
     let claimed = loop {
         tokio::select! {
-            claimed = &mut claiming => break claimed?.1,
+            claimed = &mut claiming => break claimed?,
             answer = &mut sending, if sent.is_none() => sent = Some(answer),
         }
     };
@@ -147,6 +147,31 @@ async fn claim(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<(Claimed, Option<B
     };
     let opened = Opened { config: provider.config().clone(), request, answer };
     Ok(Some((claimed, Some(Box::new(opened)))))
+}
+
+/// Claims the run of a job without a concurrency cap (with the other claims of the moment). The
+/// run of an [early](Job::early) job may not be committed yet: while no run has its id, the claim
+/// is made again, sooner at first, until [`queue::EARLY_WAIT`] has passed since the push.
+async fn take(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<Claimed>> {
+    let (mut pause, mut recorded) = (Duration::from_micros(250), false);
+    loop {
+        if let (_, Some(claimed)) = ctx.claiming.submit(job.run).await? {
+            return Ok(Some(claimed));
+        }
+        let waited = Duration::from_micros(u64::try_from(queue::now_us() - job.pushed_at_us).unwrap_or(0));
+        if !job.early || recorded || waited >= queue::EARLY_WAIT {
+            return Ok(None);
+        }
+        match runs::status(&ctx.claims, job.run).await? {
+            // committed between the claim and this look: claimed now, or not claimable
+            Some(RunStatus::Queued) => recorded = true,
+            Some(_) => return Ok(None),
+            None => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 /// Returns a run whose execution failed to the queue, if `attempt` still holds it.

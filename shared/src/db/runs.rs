@@ -338,6 +338,11 @@ pub async fn claim(
     Ok(claimed)
 }
 
+/// A run's status, or `None` if no run has this id (yet: an admission may still be committing).
+pub async fn status(db: &PgPool, run: RunId) -> Result<Option<RunStatus>> {
+    Ok(sqlx::query_scalar("select status from runs where id = $1").bind(run).fetch_optional(db).await?)
+}
+
 /// Claims of runs whose workspace has no concurrency cap, made together: one statement takes
 /// every run of the group that can start (see [`crate::group`]).
 pub struct Claims {

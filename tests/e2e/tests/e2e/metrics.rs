@@ -10,6 +10,7 @@ use std::time::Duration;
 use openmetrics_parser::{MetricsExposition, PrometheusType, PrometheusValue as Metric};
 use reqwest::{Method, StatusCode};
 use runq_e2e::{Env, MockConfig, MockServer, Service, SseReader, TestApp, eventually};
+use runq_shared::db::runs;
 use runq_shared::id::{RunId, WorkspaceId};
 use runq_shared::queue::{self, Job, Opening, QueueKeys};
 use serde_json::json;
@@ -261,6 +262,13 @@ async fn completed_run(stack: &Observed, prompt: &str) -> serde_json::Value {
     run
 }
 
+/// Pushes `job` on the stack's queue, as the API or the reconciler would.
+async fn push_job(stack: &Observed, job: Job) {
+    let client = redis::Client::open(runq_e2e::redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    queue::push(&mut redis, &QueueKeys::new(&stack.app.env.redis_prefix), &[job]).await.unwrap();
+}
+
 /// The worker's count of first requests sent while claiming, by `outcome`.
 async fn openings(stack: &Observed, outcome: &str) -> f64 {
     value(&stack.worker().await, "runq_provider_openings_total", &[("outcome", outcome)])
@@ -303,9 +311,7 @@ async fn a_first_request_sent_for_a_job_whose_run_cannot_be_claimed_is_dropped()
         parameters: serde_json::Map::new(),
     });
     stack.mock.reset();
-    let mut redis =
-        redis::Client::open(runq_e2e::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    queue::push(&mut redis, &QueueKeys::new(&stack.app.env.redis_prefix), &[job]).await.unwrap();
+    push_job(&stack, job).await;
 
     let dropped = eventually(Duration::from_secs(10), || async {
         (openings(&stack, "unclaimed").await == 1.0 && stack.mock.stats().disconnected == 1).then_some(())
@@ -339,4 +345,49 @@ async fn a_first_request_sent_to_a_provider_that_changed_meanwhile_is_not_used()
     let dropped =
         eventually(Duration::from_secs(10), || async { (stack.mock.stats().disconnected == 1).then_some(()) });
     assert!(dropped.await.is_some(), "the early request was dropped: {:?}", stack.mock.stats());
+}
+
+#[tokio::test]
+async fn a_job_pushed_before_its_run_is_committed_starts_the_run_once_it_is() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    let warm = completed_run(&stack, "hi").await;
+    let (agent_id, version_id) = (warm["agent_id"].clone(), warm["version_id"].clone());
+    let workspace: WorkspaceId =
+        sqlx::query_scalar("select workspace_id from runs limit 1").fetch_one(&stack.app.db).await.unwrap();
+
+    // the job goes first, as the API pushes a lone new run's job while the run is being committed
+    let input = vec![runq_shared::chat::ChatMessage::user("[[mock tokens=2]] late")];
+    let run = runs::NewRun {
+        id: RunId::new(),
+        workspace_id: workspace,
+        agent_id: serde_json::from_value(agent_id).unwrap(),
+        version_id: serde_json::from_value(version_id).unwrap(),
+        thread_id: runq_shared::domain::ThreadId::generate().as_str().to_owned(),
+        prelude: Vec::new(),
+        input: input.clone(),
+        parameters: serde_json::Map::new(),
+        metadata: json!({}),
+        cancel_on_disconnect: false,
+        timeout_ms: 60_000,
+        webhook_url: None,
+        end_user_id: None,
+        opens_thread: true,
+    };
+    let opening = Opening { version: run.version_id, messages: input, parameters: serde_json::Map::new() };
+    let job = Job { early: true, opening: Some(opening), ..Job::new(run.id, workspace, None) };
+    push_job(&stack, job).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    runs::insert_many(&stack.app.db, None, std::slice::from_ref(&run)).await.unwrap();
+
+    let path = format!("/v1/runs/{}", run.id);
+    let done = eventually(Duration::from_secs(10), || async {
+        let (_, body) = stack.app.call(Method::GET, &path, None).await;
+        (body["status"] == "completed").then_some(body)
+    })
+    .await
+    .expect("the run completed");
+    assert_eq!(done["output"], "tok0 tok1", "{done}");
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(openings(&stack, "used").await, 1.0, "its first request went out before the run was committed");
 }
