@@ -257,6 +257,38 @@ async fn admissions_are_written_together_and_each_answered(db: PgPool) {
     assert_eq!(queued, 1000);
 }
 
+/// The admission writer says it is idle only while nothing is being written (the API pushes a
+/// lone run's job before its commit only then), and a run being written has no status yet (what
+/// a worker holding such a job waits for).
+#[sqlx::test(migrations = "../migrations")]
+async fn an_admission_being_written_makes_the_writer_busy_and_has_no_status_yet(db: PgPool) {
+    let acme = fixtures::tenant(&db, "acme", None).await;
+    let group = admission::admissions(db.clone(), 1);
+    assert!(group.idle());
+
+    // the runs table held by another transaction: the insert waits
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("lock table runs in exclusive mode").execute(&mut *holder).await.unwrap();
+    let run = fixtures::run(&acme, "thr_held");
+    let id = run.id;
+    let writing = tokio::spawn({
+        let group = group.clone();
+        async move { group.submit((None, vec![run])).await.map(|_| ()) }
+    });
+    let mut waited = Duration::ZERO;
+    while group.idle() {
+        assert!(waited < Duration::from_secs(10), "the admission was submitted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    assert_eq!(runs::status(&db, id).await.unwrap(), None, "not committed yet");
+
+    holder.rollback().await.unwrap();
+    writing.await.expect("admission task").expect("the admission is written");
+    assert!(group.idle());
+    assert_eq!(runs::status(&db, id).await.unwrap(), Some(RunStatus::Queued));
+}
+
 /// The reconciler requeues a run whose lease expired until its last allowed attempt; then it
 /// ends it `failed` (`worker_lost`). A lost run whose cancel was asked for ends `cancelled`
 /// instead of going back to the queue. A live lease is left alone.
