@@ -129,9 +129,11 @@ async fn claim(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<(Claimed, Option<B
     let mut claiming = std::pin::pin!(take(ctx, job));
     let mut sent = None;
     let claimed = loop {
+        // the request first: it is what the first token waits for
         tokio::select! {
-            claimed = &mut claiming => break claimed?,
+            biased;
             answer = &mut sending, if sent.is_none() => sent = Some(answer),
+            claimed = &mut claiming => break claimed?,
         }
     };
     let Some(claimed) = claimed else {
