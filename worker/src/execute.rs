@@ -16,7 +16,7 @@ use runq_shared::events::{self, Part, RunKeys};
 use runq_shared::group::GroupCommit;
 use runq_shared::id::RunId;
 use runq_shared::metrics as m;
-use runq_shared::queue::{self, Job};
+use runq_shared::queue::{self, Job, Opening};
 use serde_json::json;
 use sqlx::PgPool;
 use tracing::Instrument;
@@ -78,7 +78,7 @@ const BATCH: usize = 64;
 
 /// Handles one job. Errors are infrastructure failures (Postgres or Redis gone); the run stays
 /// `running` and the reconciler hands it to another attempt when its lease expires.
-pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
+pub async fn handle(ctx: Arc<Ctx>, mut job: Job) -> anyhow::Result<()> {
     let span = tracing::info_span!("run", run_id = %job.run, workspace_id = %job.workspace,
         request_id = job.request_id.as_deref(), attempt = tracing::field::Empty);
     if let Some(parent) = &job.traceparent {
@@ -86,9 +86,17 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     }
     async move {
         let queue_wait_us = queue::now_us() - job.pushed_at_us;
-        // boxed, as the ends below: a future awaited for a moment must not make the future of
-        // every run in flight as large as itself
-        let Some((claimed, opened)) = Box::pin(claim(&ctx, &job)).await? else {
+        // taken out of the job, which lives as long as the run: it is spent by the first call
+        let opening = job.opening.take();
+        let claimed = match job.cap {
+            None => claim(&ctx, &job, opening).await?,
+            // boxed, as the ends below: a future awaited for a moment must not make the future of
+            // every run in flight as large as itself (16 KiB against 5 KiB)
+            Some(_) => Box::pin(runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap))
+                .await?
+                .map(|claimed| (claimed, None)),
+        };
+        let Some((claimed, opened)) = claimed else {
             tracing::debug!("run not claimable (duplicate job, finished, or waiting for its thread)");
             return Ok(());
         };
@@ -113,14 +121,15 @@ pub async fn handle(ctx: Arc<Ctx>, job: Job) -> anyhow::Result<()> {
     .await
 }
 
-/// Claims the job's run. A job with an [`Opening`](runq_shared::queue::Opening) whose version
-/// this worker knows sends the run's first provider request meanwhile (see [`crate::opening`]).
-async fn claim(ctx: &Ctx, job: &Job) -> anyhow::Result<Option<(Claimed, Option<Box<Opened>>)>> {
-    if job.cap.is_some() {
-        let claimed = runs::claim(&ctx.claims, job.run, job.workspace, &ctx.worker_id, ctx.lease, job.cap).await?;
-        return Ok(claimed.map(|claimed| (claimed, None)));
-    }
-    let opening = job.opening.as_ref().and_then(|opening| ctx.versions.request(job.workspace, opening));
+/// Claims the run of a job without a concurrency cap. With the job's [`Opening`], if this worker
+/// knows the run's version, the run's first provider request goes out meanwhile (see
+/// [`crate::opening`]).
+async fn claim(
+    ctx: &Ctx,
+    job: &Job,
+    opening: Option<Opening>,
+) -> anyhow::Result<Option<(Claimed, Option<Box<Opened>>)>> {
+    let opening = opening.and_then(|opening| ctx.versions.request(job.workspace, opening));
     let Some((config, request)) = opening else {
         return Ok(take(ctx, job).await?.map(|claimed| (claimed, None)));
     };

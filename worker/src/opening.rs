@@ -63,9 +63,9 @@ impl Versions {
     }
 
     /// The first request of the run `opening` belongs to, if its version's setup is kept.
-    pub fn request(&self, workspace: WorkspaceId, opening: &Opening) -> Option<(ProviderConfig, ChatRequest)> {
+    pub fn request(&self, workspace: WorkspaceId, opening: Opening) -> Option<(ProviderConfig, ChatRequest)> {
         let setup = self.setups.get(&(workspace, opening.version))?;
-        Some((setup.config.clone(), setup.request(opening.messages.clone(), &opening.parameters)))
+        Some((setup.config.clone(), setup.request(opening.messages, &opening.parameters)))
     }
 }
 
