@@ -133,30 +133,11 @@ async fn claim(
     let Some((config, request)) = opening else {
         return Ok(take(ctx, job).await?.map(|claimed| (claimed, None)));
     };
-    let provider = Provider::new(ctx.http.clone(), config);
-    let mut sending = Box::pin(provider.stream(&request));
-    let mut claiming = std::pin::pin!(take(ctx, job));
-    let mut sent = None;
-    let claimed = loop {
-        // the request first: it is what the first token waits for
-        tokio::select! {
-            biased;
-            answer = &mut sending, if sent.is_none() => sent = Some(answer),
-            claimed = &mut claiming => break claimed?,
-        }
-    };
-    let Some(claimed) = claimed else {
+    let opened = Opened::send(ctx.http.clone(), config, request);
+    let Some(claimed) = take(ctx, job).await? else {
         opening::counted("unclaimed");
         return Ok(None);
     };
-    let answer = match sent {
-        Some(answer) => {
-            drop(sending);
-            answer
-        }
-        None => sending.await,
-    };
-    let opened = Opened { config: provider.config().clone(), request, answer };
     Ok(Some((claimed, Some(Box::new(opened)))))
 }
 
@@ -546,17 +527,14 @@ impl<'a> Execution<'a> {
         request: &ChatRequest,
         opened: Option<Box<Opened>>,
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
-        let opened = opened.and_then(|opened| opened.answer_to(provider.config(), request));
-        let stream = if let Some(answer) = opened {
-            self.emitter.flush().await?;
-            answer
-        } else {
-            // the step's opening events go out while the provider request is on its way (boxed:
-            // it lives until the response starts, while the run lasts as long as the response)
-            let (flushed, stream) = tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request)));
-            flushed?;
-            stream
+        // the step's opening events go out while the provider request is on its way (boxed: it
+        // lives until the response starts, while the run lasts as long as the response)
+        let stream = match opened.and_then(|opened| opened.answer_to(provider.config(), request)) {
+            Some(answer) => tokio::join!(self.emitter.flush(), Box::pin(answer)),
+            None => tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request))),
         };
+        let (flushed, stream) = stream;
+        flushed?;
         let stream = match stream {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),

@@ -1,11 +1,12 @@
 //! A new run's first provider request, sent while its claim is in flight.
 //!
-//! Claiming a run is a Postgres round trip, and so far nothing could reach the provider before it
+//! Claiming a run is a Postgres round trip, and nothing else could reach the provider before it
 //! returned. The job of a lone run that starts its thread carries the run's rendered messages
 //! ([`Opening`]); the rest of its first request (model, tool specs, parameters, provider) is its
 //! version's, which this worker keeps for a few seconds from the last run of that version it
-//! executed ([`Versions`]). With both, the worker sends the request at once and claims the run
-//! meanwhile.
+//! executed ([`Versions`]). With both, the worker sends the request at once, from a task of its
+//! own, and claims the run meanwhile; the run's first call then awaits that task's answer, under
+//! the run's deadline and cancel as any call.
 //!
 //! The answer is used only when the claim succeeds and the run's own first request (built from
 //! the claim, as always) is the same: a version whose provider or tools changed since is noticed
@@ -21,7 +22,9 @@ use runq_shared::metrics as m;
 use runq_shared::queue::Opening;
 use serde_json::{Map, Value};
 
-use crate::provider::{ChatMessage, ChatRequest, ProviderConfig, ProviderError, ProviderStream, ToolSpec};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::provider::{ChatMessage, ChatRequest, Provider, ProviderConfig, ProviderError, ProviderStream, ToolSpec};
 
 /// What a version puts in each of its runs' provider requests.
 #[derive(Debug, Clone)]
@@ -69,23 +72,37 @@ impl Versions {
     }
 }
 
-/// A first request already sent, and how the provider answered so far.
+/// A first request on its way: sent by a task of its own, so it proceeds while the run is claimed
+/// and started, and is dropped (the connection with it) if this is.
 pub struct Opened {
-    pub config: ProviderConfig,
-    pub request: ChatRequest,
-    pub answer: Result<ProviderStream, ProviderError>,
+    config: ProviderConfig,
+    request: ChatRequest,
+    answer: AbortOnDropHandle<Result<ProviderStream, ProviderError>>,
 }
 
 impl Opened {
-    /// The answer, if `config` and `request` are what was sent; counted either way.
+    /// Sends `request` to the provider `config` names, over `client`.
+    pub fn send(client: reqwest::Client, config: ProviderConfig, request: ChatRequest) -> Self {
+        let provider = Provider::new(client, config.clone());
+        let sent = request.clone();
+        let answer = AbortOnDropHandle::new(tokio::spawn(async move { provider.stream(&sent).await }));
+        Self { config, request, answer }
+    }
+
+    /// The answer, if `config` and `request` are what was sent (counted either way). It is
+    /// awaited like any provider call: under the run's deadline and cancel.
     pub fn answer_to(
         self,
         config: &ProviderConfig,
         request: &ChatRequest,
-    ) -> Option<Result<ProviderStream, ProviderError>> {
+    ) -> Option<impl Future<Output = Result<ProviderStream, ProviderError>> + use<>> {
         let same = self.config == *config && self.request == *request;
         counted(if same { "used" } else { "changed" });
-        same.then_some(self.answer)
+        same.then_some(async move {
+            self.answer
+                .await
+                .unwrap_or_else(|e| Err(ProviderError::Transport(format!("the early request failed: {e}"))))
+        })
     }
 }
 

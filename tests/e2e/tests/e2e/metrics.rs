@@ -391,3 +391,29 @@ async fn a_job_pushed_before_its_run_is_committed_starts_the_run_once_it_is() {
     assert_eq!(done["attempt"], 1, "{done}");
     assert_eq!(openings(&stack, "used").await, 1.0, "its first request went out before the run was committed");
 }
+
+#[tokio::test]
+async fn a_first_request_sent_early_is_still_bound_by_the_runs_deadline() {
+    let stack = Observed::start(Env::new().await).await;
+    stack.agent("bot").await;
+    completed_run(&stack, "hi").await;
+
+    // the provider never answers, not even its headers: the run's time limit ends the wait
+    stack.mock.reset();
+    let body = json!({"agent_id": "bot", "prompt": "[[mock fault=hang]] hi", "timeout_ms": 1000, "async": true});
+    let (status, op) = stack.app.call(Method::POST, "/v1/run", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{op}");
+    let path = format!("/v1/runs/{}", op["run_id"].as_str().expect("the run's id"));
+    let ended = eventually(Duration::from_secs(10), || async {
+        let (_, run) = stack.app.call(Method::GET, &path, None).await;
+        (run["status"] == "timed_out").then_some(run)
+    })
+    .await;
+    assert!(ended.is_some(), "the run timed out");
+    assert_eq!(openings(&stack, "used").await, 1.0, "its request went out during the claim");
+    let released = eventually(Duration::from_secs(5), || async {
+        let stats = stack.mock.stats();
+        (stats.in_flight == 0 && stats.disconnected == 1).then_some(())
+    });
+    assert!(released.await.is_some(), "the hung request was dropped: {:?}", stack.mock.stats());
+}
