@@ -313,11 +313,15 @@ async fn a_first_request_sent_for_a_job_whose_run_cannot_be_claimed_is_dropped()
     stack.mock.reset();
     push_job(&stack, job).await;
 
+    // the request is dropped with the claim: if it reached the provider, the provider saw it go
     let dropped = eventually(Duration::from_secs(10), || async {
-        (openings(&stack, "unclaimed").await == 1.0 && stack.mock.stats().disconnected == 1).then_some(())
+        let stats = stack.mock.stats();
+        let gone = stats.in_flight == 0 && stats.disconnected == stats.requests;
+        (openings(&stack, "unclaimed").await == 1.0 && gone).then_some(())
     })
     .await;
-    assert!(dropped.is_some(), "the request went out and was dropped: {:?}", stack.mock.stats());
+    assert!(dropped.is_some(), "the early request was dropped: {:?}", stack.mock.stats());
+    assert_eq!(stack.mock.stats().completed, 0, "{:?}", stack.mock.stats());
     let (status, again) = stack.app.call(Method::GET, &format!("/v1/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -342,8 +346,10 @@ async fn a_first_request_sent_to_a_provider_that_changed_meanwhile_is_not_used()
     assert_eq!(run["output"], "tok0 tok1", "{run}");
     assert_eq!(openings(&stack, "changed").await, 1.0);
     assert_eq!(moved.stats().requests, 1, "the run's call went to the provider as it is now");
-    let dropped =
-        eventually(Duration::from_secs(10), || async { (stack.mock.stats().disconnected == 1).then_some(()) });
+    let dropped = eventually(Duration::from_secs(10), || async {
+        let stats = stack.mock.stats();
+        (stats.in_flight == 0 && stats.completed == 0 && stats.disconnected == stats.requests).then_some(())
+    });
     assert!(dropped.await.is_some(), "the early request was dropped: {:?}", stack.mock.stats());
 }
 
