@@ -132,9 +132,7 @@ pub async fn submit(
         None => subscribe(state, run.id).await,
     };
     push(state, jobs, None).await?;
-    let listener =
-        Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription, fresh: true };
-    deliver(state, workspace, run.id, &run.thread_id, listener).await
+    deliver_new(state, workspace, run, mode, framing, subscription).await
 }
 
 /// A lone new run that a caller waits for, submitted while no admission is being written: its
@@ -164,6 +162,18 @@ async fn submit_early(
     }
     let run = &runs[0];
     tracing::Span::current().record("run_id", tracing::field::display(run.id));
+    deliver_new(state, workspace, run, mode, framing, subscription).await
+}
+
+/// Delivers a run this request recorded to its caller, subscribed before its job was pushed.
+async fn deliver_new(
+    state: &AppState,
+    workspace: WorkspaceId,
+    run: &NewRun,
+    mode: Mode,
+    framing: Framing,
+    subscription: Subscription,
+) -> Result<Delivery> {
     let listener =
         Listener { mode, framing, cancel_on_disconnect: run.cancel_on_disconnect, subscription, fresh: true };
     deliver(state, workspace, run.id, &run.thread_id, listener).await

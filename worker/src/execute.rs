@@ -529,11 +529,10 @@ impl<'a> Execution<'a> {
     ) -> anyhow::Result<Result<(String, Vec<crate::provider::ToolCall>), ProviderError>> {
         // the step's opening events go out while the provider request is on its way (boxed: it
         // lives until the response starts, while the run lasts as long as the response)
-        let stream = match opened.and_then(|opened| opened.answer_to(provider.config(), request)) {
+        let (flushed, stream) = match opened.and_then(|opened| opened.answer_to(provider.config(), request)) {
             Some(answer) => tokio::join!(self.emitter.flush(), Box::pin(answer)),
             None => tokio::join!(self.emitter.flush(), Box::pin(provider.stream(request))),
         };
-        let (flushed, stream) = stream;
         flushed?;
         let stream = match stream {
             Ok(s) => s,

@@ -76,7 +76,8 @@ impl Versions {
 /// and started, and is dropped (the connection with it) if this is.
 pub struct Opened {
     config: ProviderConfig,
-    request: ChatRequest,
+    /// Shared with the task sending it, rather than copied for the comparison.
+    request: Arc<ChatRequest>,
     answer: AbortOnDropHandle<Result<ProviderStream, ProviderError>>,
 }
 
@@ -84,7 +85,8 @@ impl Opened {
     /// Sends `request` to the provider `config` names, over `client`.
     pub fn send(client: reqwest::Client, config: ProviderConfig, request: ChatRequest) -> Self {
         let provider = Provider::new(client, config.clone());
-        let sent = request.clone();
+        let request = Arc::new(request);
+        let sent = Arc::clone(&request);
         let answer = AbortOnDropHandle::new(tokio::spawn(async move { provider.stream(&sent).await }));
         Self { config, request, answer }
     }
@@ -96,7 +98,7 @@ impl Opened {
         config: &ProviderConfig,
         request: &ChatRequest,
     ) -> Option<impl Future<Output = Result<ProviderStream, ProviderError>> + use<>> {
-        let same = self.config == *config && self.request == *request;
+        let same = self.config == *config && *self.request == *request;
         counted(if same { "used" } else { "changed" });
         same.then_some(async move {
             self.answer
