@@ -2,10 +2,18 @@
 //! 10,000-run batch queued does not hold back another workspace's single run.
 //!
 //! Keys under the deployment prefix: `jobs:<workspace>` (a list of jobs), `ready` (a list of
-//! workspaces with queued jobs, rotated as they are served) and `ready:set` (the same
-//! workspaces, so each is listed once). Pushing and popping are Lua scripts, so the three stay
-//! consistent. An idle worker blocks on `BLMOVE ready ready` and wakes the moment a workspace
-//! becomes ready.
+//! workspaces with queued jobs, rotated as they are served), `ready:set` (the same workspaces,
+//! so each is listed once) and `bell` (what wakes an idle worker). Pushing and popping are Lua
+//! scripts, so the four stay consistent.
+//!
+//! An idle worker blocks on `BLPOP bell`. The bell holds at most one element:
+//! - a job pushed alone to an empty queue: the worker that wakes gets the job itself and starts
+//!   it at once, with no pop after the wake-up (fairness has nothing to order);
+//! - or an empty ring: jobs wait in the workspace lists. The worker that wakes pops them, and a
+//!   pop that leaves jobs behind rings again, so idle workers wake one after another while there
+//!   is work, not all at once for every job.
+//!
+//! A pop takes what the bell holds first: a bell that is not empty has something no pop has seen.
 //!
 //! Postgres stays the source of truth: a job only says "run R may be ready". A duplicate is
 //! harmless (the claim in Postgres fails and the job is dropped), and a lost one (worker died
@@ -95,6 +103,7 @@ pub fn now_us() -> i64 {
 pub struct QueueKeys {
     ready: String,
     ready_set: String,
+    bell: String,
     jobs_prefix: String,
 }
 
@@ -103,15 +112,22 @@ impl QueueKeys {
         Self {
             ready: format!("{prefix}:ready"),
             ready_set: format!("{prefix}:ready:set"),
+            bell: format!("{prefix}:bell"),
             jobs_prefix: format!("{prefix}:jobs:"),
         }
     }
 }
 
-// ARGV: jobs key prefix, then per workspace: id, count, jobs...
+// KEYS: ready, ready set, bell. ARGV: jobs key prefix, then per workspace: id, count, jobs...
+// A lone job for an empty queue goes in the bell; any other push rings it (if it is empty).
 static PUSH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+        if #ARGV == 4 and ARGV[3] == '1' and redis.call('SCARD', KEYS[2]) == 0
+            and redis.call('LLEN', KEYS[3]) == 0 then
+            redis.call('RPUSH', KEYS[3], ARGV[4])
+            return 1
+        end
         local i = 2
         while i <= #ARGV do
             local ws, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -122,16 +138,20 @@ static PUSH: LazyLock<redis::Script> = LazyLock::new(|| {
             if redis.call('SADD', KEYS[2], ws) == 1 then redis.call('RPUSH', KEYS[1], ws) end
             i = last + 1
         end
+        if redis.call('LLEN', KEYS[3]) == 0 then redis.call('RPUSH', KEYS[3], '') end
         return 1
         ",
     )
 });
 
-// ARGV: jobs key prefix, most jobs to take. One job per ready workspace in turn.
+// KEYS: ready, ready set, bell. ARGV: jobs key prefix, most jobs to take. The bell's job first,
+// then one job per ready workspace in turn; rings the bell when jobs are left.
 static POP: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
         local out, max = {}, tonumber(ARGV[2])
+        local rung = redis.call('LPOP', KEYS[3])
+        if rung and rung ~= '' then out[1] = rung end
         while #out < max do
             local ws = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
             if not ws then break end
@@ -143,25 +163,33 @@ static POP: LazyLock<redis::Script> = LazyLock::new(|| {
                 redis.call('SREM', KEYS[2], ws)
             end
         end
+        if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[3]) == 0 then
+            redis.call('RPUSH', KEYS[3], '')
+        end
         return out
         ",
     )
 });
 
-// ARGV: jobs key prefix. Returns {jobs waiting, oldest push time in µs (0: none)}.
+// KEYS: ready set, bell. ARGV: jobs key prefix. Returns {jobs waiting, oldest push time in µs
+// (0: none)}.
 static DEPTH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
         local total, oldest = 0, 0
+        local function count(head)
+            if not head or head == '' then return end
+            local ok, job = pcall(cjson.decode, head)
+            local at = ok and tonumber(job.pushed_at_us)
+            if at and (oldest == 0 or at < oldest) then oldest = at end
+        end
+        local rung = redis.call('LINDEX', KEYS[2], 0)
+        if rung and rung ~= '' then total = 1 end
+        count(rung)
         for _, ws in ipairs(redis.call('SMEMBERS', KEYS[1])) do
             local key = ARGV[1] .. ws
             total = total + redis.call('LLEN', key)
-            local head = redis.call('LINDEX', key, 0)
-            if head then
-                local ok, job = pcall(cjson.decode, head)
-                local at = ok and tonumber(job.pushed_at_us)
-                if at and (oldest == 0 or at < oldest) then oldest = at end
-            end
+            count(redis.call('LINDEX', key, 0))
         end
         return {total, oldest}
         ",
@@ -180,11 +208,13 @@ pub struct Depth {
 /// Counts waiting jobs and finds the oldest, in one round trip (one list per ready workspace:
 /// cache the answer rather than asking on every scrape).
 pub async fn depth(conn: &mut impl ConnectionLike, keys: &QueueKeys) -> redis::RedisResult<Depth> {
-    let (jobs, oldest): (u64, i64) = DEPTH.key(&keys.ready_set).arg(&keys.jobs_prefix).invoke_async(conn).await?;
+    let (jobs, oldest): (u64, i64) =
+        DEPTH.key(&keys.ready_set).key(&keys.bell).arg(&keys.jobs_prefix).invoke_async(conn).await?;
     Ok(Depth { jobs, oldest_pushed_at_us: (oldest > 0).then_some(oldest) })
 }
 
-/// Pushes jobs (of any workspaces) in one round trip.
+/// Pushes jobs (of any workspaces) in one round trip. A lone job for an empty queue goes to the
+/// bell, and so straight to the worker it wakes.
 pub async fn push(conn: &mut impl ConnectionLike, keys: &QueueKeys, jobs: &[Job]) -> redis::RedisResult<()> {
     if jobs.is_empty() {
         return Ok(());
@@ -195,36 +225,53 @@ pub async fn push(conn: &mut impl ConnectionLike, keys: &QueueKeys, jobs: &[Job]
         by_workspace.entry(job.workspace.to_string()).or_default().push(encoded);
     }
     let mut invocation = PUSH.key(&keys.ready);
-    invocation.key(&keys.ready_set).arg(&keys.jobs_prefix);
+    invocation.key(&keys.ready_set).key(&keys.bell).arg(&keys.jobs_prefix);
     for (workspace, encoded) in &by_workspace {
         invocation.arg(workspace).arg(encoded.len()).arg(encoded);
     }
     invocation.invoke_async(conn).await
 }
 
-/// Takes up to `max` jobs without blocking, one per ready workspace in turn. Undecodable entries
-/// are dropped (logged): they cannot be retried into validity.
+/// Takes up to `max` jobs without blocking: the bell's, then one per ready workspace in turn.
 pub async fn pop(conn: &mut impl ConnectionLike, keys: &QueueKeys, max: usize) -> redis::RedisResult<Vec<Job>> {
-    let raw: Vec<String> =
-        POP.key(&keys.ready).key(&keys.ready_set).arg(&keys.jobs_prefix).arg(max.max(1)).invoke_async(conn).await?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|raw| {
-            serde_json::from_str(&raw).map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job")).ok()
-        })
-        .collect())
+    let raw: Vec<String> = POP
+        .key(&keys.ready)
+        .key(&keys.ready_set)
+        .key(&keys.bell)
+        .arg(&keys.jobs_prefix)
+        .arg(max.max(1))
+        .invoke_async(conn)
+        .await?;
+    Ok(raw.iter().filter_map(|raw| decode(raw)).collect())
 }
 
-/// Blocks until some workspace has queued jobs (or `timeout_secs` pass). Use a connection of its
-/// own: a blocking command stalls everything queued behind it on a shared connection.
-pub async fn wait(conn: &mut impl ConnectionLike, keys: &QueueKeys, timeout_secs: f64) -> redis::RedisResult<bool> {
-    let ready: Option<String> = redis::cmd("BLMOVE")
-        .arg(&keys.ready)
-        .arg(&keys.ready)
-        .arg("LEFT")
-        .arg("RIGHT")
-        .arg(timeout_secs)
-        .query_async(conn)
-        .await?;
-    Ok(ready.is_some())
+/// A job as queued; undecodable entries are dropped (logged): they cannot be retried into
+/// validity.
+fn decode(raw: &str) -> Option<Job> {
+    serde_json::from_str(raw).map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job")).ok()
+}
+
+/// What ended an idle worker's wait.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    /// A job pushed alone to the empty queue: it is this worker's, with no pop needed.
+    Job(Job),
+    /// Jobs wait in the workspace lists: pop them.
+    Ring,
+    /// Nothing came within the timeout.
+    TimedOut,
+}
+
+/// Blocks until the bell rings or holds a job (or `timeout_secs` pass). Use a connection of its
+/// own: a blocking command stalls everything queued behind it on a shared connection. The wait
+/// takes what it gets from Redis, so it must be awaited to the end (not dropped) for a job it
+/// gets to reach the worker.
+pub async fn wait(conn: &mut impl ConnectionLike, keys: &QueueKeys, timeout_secs: f64) -> redis::RedisResult<Wake> {
+    let rung: Option<(String, String)> =
+        redis::cmd("BLPOP").arg(&keys.bell).arg(timeout_secs).query_async(conn).await?;
+    Ok(match rung {
+        None => Wake::TimedOut,
+        Some((_, raw)) if raw.is_empty() => Wake::Ring,
+        Some((_, raw)) => decode(&raw).map_or(Wake::Ring, Wake::Job),
+    })
 }

@@ -8,7 +8,7 @@
 //!
 //! It never ends the worker: an empty or failed pop parks or backs off and tries again (apalis
 //! stops a worker whose backend yields `None` or an error). Jobs popped but not handed out when
-//! the worker stops are pushed back.
+//! the worker stops are pushed back, a wait in flight included (it ends within a second).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -21,7 +21,7 @@ use apalis_core::layers::Identity;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::ConnectionManager;
-use runq_shared::queue::{self, Job, QueueKeys};
+use runq_shared::queue::{self, Job, QueueKeys, Wake};
 
 /// How long one blocking wait lasts before the worker looks at its state again, in seconds.
 const WAIT_TIMEOUT_SECS: f64 = 1.0;
@@ -48,8 +48,8 @@ pub struct RedisQueue {
 enum Fetch {
     /// Taking jobs: finished even when the worker stops, so no popped job is dropped.
     Pop(BoxFuture<'static, Vec<Job>>),
-    /// Waiting for a workspace to become ready: dropped when the worker stops.
-    Wait(BoxFuture<'static, ()>),
+    /// Waiting for the bell: finished even when the worker stops, since it may bring a job.
+    Wait(BoxFuture<'static, Vec<Job>>),
     /// Returning popped, unstarted jobs to the queue (the worker is stopping).
     PushBack(BoxFuture<'static, ()>),
 }
@@ -80,9 +80,14 @@ impl RedisQueue {
         let (mut waiter, keys) = (self.waiter.clone(), self.keys.clone());
         Fetch::Wait(
             async move {
-                if let Err(e) = queue::wait(&mut waiter, &keys, WAIT_TIMEOUT_SECS).await {
-                    tracing::warn!(error = %e, "queue wait failed; retrying");
-                    tokio::time::sleep(BACKOFF).await;
+                match queue::wait(&mut waiter, &keys, WAIT_TIMEOUT_SECS).await {
+                    Ok(Wake::Job(job)) => vec![job],
+                    Ok(Wake::Ring | Wake::TimedOut) => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "queue wait failed; retrying");
+                        tokio::time::sleep(BACKOFF).await;
+                        Vec::new()
+                    }
                 }
             }
             .boxed(),
@@ -143,7 +148,15 @@ impl Backend for RedisQueue {
                         None
                     }
                 },
-                Fetch::Wait(waiting) | Fetch::PushBack(waiting) => match waiting.poll_unpin(cx) {
+                Fetch::Wait(waiting) => match waiting.poll_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    // a job that came with the wake-up, then a pop either way
+                    Poll::Ready(jobs) => {
+                        self.popped.extend(jobs);
+                        None
+                    }
+                },
+                Fetch::PushBack(pushing) => match pushing.poll_unpin(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) => None,
                 },
@@ -155,8 +168,8 @@ impl Backend for RedisQueue {
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         loop {
             match &mut self.fetch {
-                Some(Fetch::Pop(popping)) => {
-                    let Poll::Ready(jobs) = popping.poll_unpin(cx) else { return Poll::Pending };
+                Some(Fetch::Pop(taking) | Fetch::Wait(taking)) => {
+                    let Poll::Ready(jobs) = taking.poll_unpin(cx) else { return Poll::Pending };
                     self.popped.extend(jobs);
                     self.fetch = None;
                 }
@@ -164,7 +177,6 @@ impl Backend for RedisQueue {
                     let Poll::Ready(()) = pushing.poll_unpin(cx) else { return Poll::Pending };
                     self.fetch = None;
                 }
-                Some(Fetch::Wait(_)) => self.fetch = None,
                 None if self.popped.is_empty() => return Poll::Ready(Ok(())),
                 None => self.fetch = Some(self.push_back()),
             }
