@@ -6,14 +6,16 @@
 //! so each is listed once) and `bell` (what wakes an idle worker). Pushing and popping are Lua
 //! scripts, so the four stay consistent.
 //!
-//! An idle worker blocks on `BLPOP bell`. The bell holds at most one element:
-//! - a job pushed alone to an empty queue: the worker that wakes gets the job itself and starts
-//!   it at once, with no pop after the wake-up (fairness has nothing to order);
-//! - or an empty ring: jobs wait in the workspace lists. The worker that wakes pops them, and a
-//!   pop that leaves jobs behind rings again, so idle workers wake one after another while there
-//!   is work, not all at once for every job.
+//! An idle worker blocks on `BLPOP bell`. The bell holds a job, a ring (an empty element), or a
+//! job then a ring:
+//! - a job pushed alone to an empty queue goes in the bell: the worker that wakes gets the job
+//!   itself and starts it at once, with no pop after the wake-up (fairness has nothing to order);
+//! - any other push rings the bell (unless it is rung already): jobs wait in the workspace lists,
+//!   and the worker that takes the ring pops them. A pop that leaves jobs behind rings again, so
+//!   idle workers wake one after another while there is work, not all at once for every job.
 //!
-//! A pop takes what the bell holds first: a bell that is not empty has something no pop has seen.
+//! A pop empties the bell first (its job is taken, its ring dropped): a bell that is not empty has
+//! something no pop has seen.
 //!
 //! Postgres stays the source of truth: a job only says "run R may be ready". A duplicate is
 //! harmless (the claim in Postgres fails and the job is dropped), and a lost one (worker died
@@ -119,7 +121,7 @@ impl QueueKeys {
 }
 
 // KEYS: ready, ready set, bell. ARGV: jobs key prefix, then per workspace: id, count, jobs...
-// A lone job for an empty queue goes in the bell; any other push rings it (if it is empty).
+// A lone job for an empty queue goes in the bell; any other push rings it (unless it is rung).
 static PUSH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -138,20 +140,21 @@ static PUSH: LazyLock<redis::Script> = LazyLock::new(|| {
             if redis.call('SADD', KEYS[2], ws) == 1 then redis.call('RPUSH', KEYS[1], ws) end
             i = last + 1
         end
-        if redis.call('LLEN', KEYS[3]) == 0 then redis.call('RPUSH', KEYS[3], '') end
+        if redis.call('LINDEX', KEYS[3], -1) ~= '' then redis.call('RPUSH', KEYS[3], '') end
         return 1
         ",
     )
 });
 
-// KEYS: ready, ready set, bell. ARGV: jobs key prefix, most jobs to take. The bell's job first,
-// then one job per ready workspace in turn; rings the bell when jobs are left.
+// KEYS: ready, ready set, bell. ARGV: jobs key prefix, most jobs to take. The bell's job first
+// (the bell is emptied), then one job per ready workspace in turn; rings when jobs are left.
 static POP: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
         local out, max = {}, tonumber(ARGV[2])
-        local rung = redis.call('LPOP', KEYS[3])
-        if rung and rung ~= '' then out[1] = rung end
+        for _, rung in ipairs(redis.call('LPOP', KEYS[3], 2) or {}) do
+            if rung ~= '' then out[#out + 1] = rung end
+        end
         while #out < max do
             local ws = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
             if not ws then break end
@@ -163,9 +166,7 @@ static POP: LazyLock<redis::Script> = LazyLock::new(|| {
                 redis.call('SREM', KEYS[2], ws)
             end
         end
-        if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[3]) == 0 then
-            redis.call('RPUSH', KEYS[3], '')
-        end
+        if redis.call('LLEN', KEYS[1]) > 0 then redis.call('RPUSH', KEYS[3], '') end
         return out
         ",
     )
@@ -254,7 +255,8 @@ fn decode(raw: &str) -> Option<Job> {
 /// What ended an idle worker's wait.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wake {
-    /// A job pushed alone to the empty queue: it is this worker's, with no pop needed.
+    /// A job pushed alone to the empty queue: it is this worker's, with no pop needed (a job
+    /// pushed after it rang the bell behind it).
     Job(Job),
     /// Jobs wait in the workspace lists: pop them.
     Ring,

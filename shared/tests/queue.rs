@@ -21,15 +21,16 @@ async fn a_job_pushed_to_an_empty_queue_comes_with_the_wake_up() {
     let depth = queue.depth().await;
     assert_eq!(depth, Depth { jobs: 1, oldest_pushed_at_us: Some(job.pushed_at_us) }, "the bell's job is counted");
     assert_eq!(queue.wait(WAIT_SECS).await, Wake::Job(job));
-    assert_eq!(queue.pop(10).await, []);
+    assert_eq!(queue.wait(0.1).await, Wake::TimedOut, "nothing was rung behind the job");
     assert_eq!(queue.depth().await, Depth::default());
     queue.remove().await;
 }
 
-/// While the bell holds a job, the next one waits in its workspace's list: the worker that takes
-/// the bell's job pops it. A batch rings the bell instead of filling it.
+/// While the bell holds a job, the next one waits in its workspace's list and rings the bell
+/// behind the job: the worker that took the job wakes again at once, and pops it. A batch rings
+/// the bell instead of filling it.
 #[tokio::test]
-async fn a_job_pushed_while_the_bell_is_full_is_popped_after_the_wake_up() {
+async fn a_job_pushed_while_the_bell_holds_one_rings_behind_it() {
     let mut queue = Queue::new().await;
     let workspace = WorkspaceId::new();
     let (first, second) = (job(workspace), job(workspace));
@@ -38,12 +39,28 @@ async fn a_job_pushed_while_the_bell_is_full_is_popped_after_the_wake_up() {
     queue.push(std::slice::from_ref(&second)).await;
     assert_eq!(queue.depth().await.jobs, 2);
     assert_eq!(queue.wait(WAIT_SECS).await, Wake::Job(first));
+    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring);
     assert_eq!(queue.pop(10).await, [second]);
 
     let batch = [job(workspace), job(WorkspaceId::new())];
     queue.push(&batch).await;
     assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring);
     assert_eq!(sorted(queue.pop(10).await), sorted(batch.to_vec()));
+    queue.remove().await;
+}
+
+/// A busy worker's pop empties the bell: it takes the bell's job with the others and drops the
+/// ring, so no idle worker wakes for jobs already taken.
+#[tokio::test]
+async fn a_pop_takes_the_bells_job_and_its_ring() {
+    let mut queue = Queue::new().await;
+    let workspace = WorkspaceId::new();
+    let (first, second) = (job(workspace), job(workspace));
+
+    queue.push(std::slice::from_ref(&first)).await;
+    queue.push(std::slice::from_ref(&second)).await;
+    assert_eq!(queue.pop(10).await, [first, second]);
+    assert_eq!(queue.wait(0.1).await, Wake::TimedOut, "the ring went with the jobs");
     queue.remove().await;
 }
 

@@ -150,10 +150,12 @@ impl Backend for RedisQueue {
                 },
                 Fetch::Wait(waiting) => match waiting.poll_unpin(cx) {
                     Poll::Pending => return Poll::Pending,
-                    // a job that came with the wake-up, then a pop either way
+                    // a ring, or nothing within the timeout: pop
+                    Poll::Ready(jobs) if jobs.is_empty() => None,
+                    // a job came with the wake-up: what was pushed since rang the bell behind it
                     Poll::Ready(jobs) => {
                         self.popped.extend(jobs);
-                        None
+                        Some(self.wait())
                     }
                 },
                 Fetch::PushBack(pushing) => match pushing.poll_unpin(cx) {
