@@ -6,8 +6,8 @@
 //! so each is listed once) and `bell` (what wakes an idle worker). Pushing and popping are Lua
 //! scripts, so the four stay consistent.
 //!
-//! An idle worker blocks on `BLPOP bell`. The bell holds a job, a ring (an empty element), or a
-//! job then a ring:
+//! An idle worker blocks on the bell (`BLMPOP`, taking all it holds). The bell holds a job, a
+//! ring (an empty element), or a job then a ring:
 //! - a job pushed alone to an empty queue goes in the bell: the worker that wakes gets the job
 //!   itself and starts it at once, with no pop after the wake-up (fairness has nothing to order);
 //! - any other push rings the bell (unless it is rung already): jobs wait in the workspace lists,
@@ -252,28 +252,48 @@ fn decode(raw: &str) -> Option<Job> {
     serde_json::from_str(raw).map_err(|e| tracing::warn!(error = %e, raw, "dropping undecodable job")).ok()
 }
 
-/// What ended an idle worker's wait.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Wake {
-    /// A job pushed alone to the empty queue: it is this worker's, with no pop needed (a job
-    /// pushed after it rang the bell behind it).
-    Job(Job),
+/// What ended an idle worker's wait: the bell's job and its ring, either or both, or neither when
+/// the wait timed out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wake {
+    /// A job pushed alone to the empty queue: it is this worker's, with no pop needed.
+    pub job: Option<Job>,
     /// Jobs wait in the workspace lists: pop them.
-    Ring,
-    /// Nothing came within the timeout.
-    TimedOut,
+    pub rung: bool,
 }
 
-/// Blocks until the bell rings or holds a job (or `timeout_secs` pass). Use a connection of its
-/// own: a blocking command stalls everything queued behind it on a shared connection. The wait
-/// takes what it gets from Redis, so it must be awaited to the end (not dropped) for a job it
-/// gets to reach the worker.
+impl Wake {
+    /// Whether the worker pops next: jobs wait in the lists, or the wait timed out (a pop then
+    /// looks anyway). After a job alone, it waits again.
+    pub fn pops(&self) -> bool {
+        self.rung || self.job.is_none()
+    }
+}
+
+/// Blocks until the bell rings or holds a job (or `timeout_secs` pass), and empties it. Use a
+/// connection of its own: a blocking command stalls everything queued behind it on a shared
+/// connection. The wait takes what it gets from Redis, so it must be awaited to the end (not
+/// dropped) for a job it gets to reach the worker.
 pub async fn wait(conn: &mut impl ConnectionLike, keys: &QueueKeys, timeout_secs: f64) -> redis::RedisResult<Wake> {
-    let rung: Option<(String, String)> =
-        redis::cmd("BLPOP").arg(&keys.bell).arg(timeout_secs).query_async(conn).await?;
-    Ok(match rung {
-        None => Wake::TimedOut,
-        Some((_, raw)) if raw.is_empty() => Wake::Ring,
-        Some((_, raw)) => decode(&raw).map_or(Wake::Ring, Wake::Job),
-    })
+    let taken: Option<(String, Vec<String>)> = redis::cmd("BLMPOP")
+        .arg(timeout_secs)
+        .arg(1)
+        .arg(&keys.bell)
+        .arg("LEFT")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(conn)
+        .await?;
+    let mut wake = Wake::default();
+    for raw in taken.map(|(_, taken)| taken).unwrap_or_default() {
+        match raw.as_str() {
+            "" => wake.rung = true,
+            raw => match decode(raw) {
+                Some(job) => wake.job = Some(job),
+                // dropped (logged): pop, as after a ring
+                None => wake.rung = true,
+            },
+        }
+    }
+    Ok(wake)
 }

@@ -7,6 +7,8 @@ use redis::aio::MultiplexedConnection;
 use runq_shared::id::{RunId, WorkspaceId};
 use runq_shared::queue::{self, Depth, Job, QueueKeys, Wake};
 
+/// A wake-up by a ring alone.
+const RUNG: Wake = Wake { job: None, rung: true };
 /// Long enough never to end a wait that has something to take.
 const WAIT_SECS: f64 = 5.0;
 
@@ -20,15 +22,15 @@ async fn a_job_pushed_to_an_empty_queue_comes_with_the_wake_up() {
     queue.push(std::slice::from_ref(&job)).await;
     let depth = queue.depth().await;
     assert_eq!(depth, Depth { jobs: 1, oldest_pushed_at_us: Some(job.pushed_at_us) }, "the bell's job is counted");
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Job(job));
-    assert_eq!(queue.wait(0.1).await, Wake::TimedOut, "nothing was rung behind the job");
+    assert_eq!(queue.wait(WAIT_SECS).await, Wake { job: Some(job), rung: false });
+    assert_eq!(queue.wait(0.1).await, Wake::default(), "nothing was rung behind the job");
     assert_eq!(queue.depth().await, Depth::default());
     queue.remove().await;
 }
 
 /// While the bell holds a job, the next one waits in its workspace's list and rings the bell
-/// behind the job: the worker that took the job wakes again at once, and pops it. A batch rings
-/// the bell instead of filling it.
+/// behind the job: the worker that wakes gets both, and pops. A batch rings the bell instead of
+/// filling it.
 #[tokio::test]
 async fn a_job_pushed_while_the_bell_holds_one_rings_behind_it() {
     let mut queue = Queue::new().await;
@@ -38,13 +40,14 @@ async fn a_job_pushed_while_the_bell_holds_one_rings_behind_it() {
     queue.push(std::slice::from_ref(&first)).await;
     queue.push(std::slice::from_ref(&second)).await;
     assert_eq!(queue.depth().await.jobs, 2);
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Job(first));
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring);
+    let wake = queue.wait(WAIT_SECS).await;
+    assert!(wake.pops(), "a job was queued behind the bell's");
+    assert_eq!(wake, Wake { job: Some(first), rung: true });
     assert_eq!(queue.pop(10).await, [second]);
 
     let batch = [job(workspace), job(WorkspaceId::new())];
     queue.push(&batch).await;
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring);
+    assert_eq!(queue.wait(WAIT_SECS).await, RUNG);
     assert_eq!(sorted(queue.pop(10).await), sorted(batch.to_vec()));
     queue.remove().await;
 }
@@ -60,7 +63,7 @@ async fn a_pop_takes_the_bells_job_and_its_ring() {
     queue.push(std::slice::from_ref(&first)).await;
     queue.push(std::slice::from_ref(&second)).await;
     assert_eq!(queue.pop(10).await, [first, second]);
-    assert_eq!(queue.wait(0.1).await, Wake::TimedOut, "the ring went with the jobs");
+    assert_eq!(queue.wait(0.1).await, Wake::default(), "the ring went with the jobs");
     queue.remove().await;
 }
 
@@ -73,11 +76,11 @@ async fn a_pop_that_leaves_jobs_wakes_the_next_idle_worker() {
     let batch: Vec<Job> = (0..3).map(|_| job(workspace)).collect();
 
     queue.push(&batch).await;
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring);
+    assert_eq!(queue.wait(WAIT_SECS).await, RUNG);
     assert_eq!(queue.pop(1).await, batch[..1]);
-    assert_eq!(queue.wait(WAIT_SECS).await, Wake::Ring, "jobs were left: the pop rang for the next worker");
+    assert_eq!(queue.wait(WAIT_SECS).await, RUNG, "jobs were left: the pop rang for the next worker");
     assert_eq!(queue.pop(10).await, batch[1..]);
-    assert_eq!(queue.wait(0.1).await, Wake::TimedOut, "the last pop left nothing to wake for");
+    assert_eq!(queue.wait(0.1).await, Wake::default(), "the last pop left nothing to wake for");
     assert_eq!(queue.depth().await, Depth::default());
     queue.remove().await;
 }

@@ -49,7 +49,7 @@ enum Fetch {
     /// Taking jobs: finished even when the worker stops, so no popped job is dropped.
     Pop(BoxFuture<'static, Vec<Job>>),
     /// Waiting for the bell: finished even when the worker stops, since it may bring a job.
-    Wait(BoxFuture<'static, Vec<Job>>),
+    Wait(BoxFuture<'static, Wake>),
     /// Returning popped, unstarted jobs to the queue (the worker is stopping).
     PushBack(BoxFuture<'static, ()>),
 }
@@ -81,12 +81,11 @@ impl RedisQueue {
         Fetch::Wait(
             async move {
                 match queue::wait(&mut waiter, &keys, WAIT_TIMEOUT_SECS).await {
-                    Ok(Wake::Job(job)) => vec![job],
-                    Ok(Wake::Ring | Wake::TimedOut) => Vec::new(),
+                    Ok(wake) => wake,
                     Err(e) => {
                         tracing::warn!(error = %e, "queue wait failed; retrying");
                         tokio::time::sleep(BACKOFF).await;
-                        Vec::new()
+                        Wake::default()
                     }
                 }
             }
@@ -150,12 +149,11 @@ impl Backend for RedisQueue {
                 },
                 Fetch::Wait(waiting) => match waiting.poll_unpin(cx) {
                     Poll::Pending => return Poll::Pending,
-                    // a ring, or nothing within the timeout: pop
-                    Poll::Ready(jobs) if jobs.is_empty() => None,
-                    // a job came with the wake-up: what was pushed since rang the bell behind it
-                    Poll::Ready(jobs) => {
-                        self.popped.extend(jobs);
-                        Some(self.wait())
+                    Poll::Ready(wake) => {
+                        let pops = wake.pops();
+                        self.popped.extend(wake.job);
+                        // a job alone: what was pushed since rang the bell behind it
+                        (!pops).then(|| self.wait())
                     }
                 },
                 Fetch::PushBack(pushing) => match pushing.poll_unpin(cx) {
@@ -170,9 +168,14 @@ impl Backend for RedisQueue {
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         loop {
             match &mut self.fetch {
-                Some(Fetch::Pop(taking) | Fetch::Wait(taking)) => {
-                    let Poll::Ready(jobs) = taking.poll_unpin(cx) else { return Poll::Pending };
+                Some(Fetch::Pop(popping)) => {
+                    let Poll::Ready(jobs) = popping.poll_unpin(cx) else { return Poll::Pending };
                     self.popped.extend(jobs);
+                    self.fetch = None;
+                }
+                Some(Fetch::Wait(waiting)) => {
+                    let Poll::Ready(wake) = waiting.poll_unpin(cx) else { return Poll::Pending };
+                    self.popped.extend(wake.job);
                     self.fetch = None;
                 }
                 Some(Fetch::PushBack(pushing)) => {
