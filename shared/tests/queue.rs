@@ -35,10 +35,7 @@ async fn a_job_pushed_to_an_empty_queue_comes_with_the_wake_up() {
 async fn a_job_pushed_while_the_bell_holds_one_rings_behind_it() {
     let mut queue = Queue::new().await;
     let workspace = WorkspaceId::new();
-    let (first, second) = (job(workspace), job(workspace));
-
-    queue.push(std::slice::from_ref(&first)).await;
-    queue.push(std::slice::from_ref(&second)).await;
+    let (first, second) = queue.job_and_one_behind(workspace).await;
     assert_eq!(queue.depth().await.jobs, 2);
     let wake = queue.wait(WAIT_SECS).await;
     assert!(wake.pops(), "a job was queued behind the bell's");
@@ -57,11 +54,7 @@ async fn a_job_pushed_while_the_bell_holds_one_rings_behind_it() {
 #[tokio::test]
 async fn a_pop_takes_the_bells_job_and_its_ring() {
     let mut queue = Queue::new().await;
-    let workspace = WorkspaceId::new();
-    let (first, second) = (job(workspace), job(workspace));
-
-    queue.push(std::slice::from_ref(&first)).await;
-    queue.push(std::slice::from_ref(&second)).await;
+    let (first, second) = queue.job_and_one_behind(WorkspaceId::new()).await;
     assert_eq!(queue.pop(10).await, [first, second]);
     assert_eq!(queue.wait(0.1).await, Wake::default(), "the ring went with the jobs");
     queue.remove().await;
@@ -118,6 +111,15 @@ impl Queue {
 
     async fn push(&mut self, jobs: &[Job]) {
         queue::push(&mut self.conn, &self.keys, jobs).await.unwrap();
+    }
+
+    /// Two jobs of `workspace` pushed one at a time to the empty queue: the first goes in the
+    /// bell, the second behind it.
+    async fn job_and_one_behind(&mut self, workspace: WorkspaceId) -> (Job, Job) {
+        let (first, second) = (job(workspace), job(workspace));
+        self.push(std::slice::from_ref(&first)).await;
+        self.push(std::slice::from_ref(&second)).await;
+        (first, second)
     }
 
     async fn pop(&mut self, max: usize) -> Vec<Job> {

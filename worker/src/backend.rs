@@ -61,35 +61,13 @@ impl RedisQueue {
 
     fn pop(&self, max: usize) -> Fetch {
         let (mut conn, keys) = (self.conn.clone(), self.keys.clone());
-        Fetch::Pop(
-            async move {
-                match queue::pop(&mut conn, &keys, max).await {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "queue pop failed; retrying");
-                        tokio::time::sleep(BACKOFF).await;
-                        Vec::new()
-                    }
-                }
-            }
-            .boxed(),
-        )
+        Fetch::Pop(async move { or_back_off(queue::pop(&mut conn, &keys, max).await, "pop").await }.boxed())
     }
 
     fn wait(&self) -> Fetch {
         let (mut waiter, keys) = (self.waiter.clone(), self.keys.clone());
         Fetch::Wait(
-            async move {
-                match queue::wait(&mut waiter, &keys, WAIT_TIMEOUT_SECS).await {
-                    Ok(wake) => wake,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "queue wait failed; retrying");
-                        tokio::time::sleep(BACKOFF).await;
-                        Wake::default()
-                    }
-                }
-            }
-            .boxed(),
+            async move { or_back_off(queue::wait(&mut waiter, &keys, WAIT_TIMEOUT_SECS).await, "wait").await }.boxed(),
         )
     }
 }
@@ -107,6 +85,19 @@ impl RedisQueue {
             }
             .boxed(),
         )
+    }
+}
+
+/// What a queue command returned; after a failure (Redis away), logged, nothing once [`BACKOFF`]
+/// has passed, so the backend tries again rather than ending the worker.
+async fn or_back_off<T: Default>(result: redis::RedisResult<T>, command: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::warn!(error = %e, "queue {command} failed; retrying");
+            tokio::time::sleep(BACKOFF).await;
+            T::default()
+        }
     }
 }
 
